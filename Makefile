@@ -1,0 +1,27 @@
+# The project's commands. `make test` is what CI runs (.ci/run).
+.PHONY: setup test unit lint format bench clean
+
+VENV := .venv
+PY := $(VENV)/bin/python
+
+setup:
+	@bash scripts/setup.sh
+
+test: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m pytest
+
+unit: setup
+	$(PY) -m pytest -m unit
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: setup
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+clean:
+	rm -rf .pytest_cache .ruff_cache .hypothesis

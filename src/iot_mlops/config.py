@@ -1,0 +1,87 @@
+"""The one settings object.
+
+Every tunable lives here. Values come from (highest first): CLI flags (applied with
+``Settings.with_overrides``), environment variables, then the defaults below. Two variables
+keep their ecosystem names (``KAFKA_BOOTSTRAP_SERVERS``, ``MLFLOW_TRACKING_URI``); the rest are
+``IOT_MLOPS_<FIELD>``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _checkout_root() -> Path:
+    """The source checkout holding this package (src layout), else the working directory."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "pyproject.toml").exists() else Path.cwd()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="IOT_MLOPS_", extra="ignore", populate_by_name=True
+    )
+
+    # --- Kafka -------------------------------------------------------------------------------
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092",
+        validation_alias=AliasChoices(
+            "KAFKA_BOOTSTRAP_SERVERS",
+            "IOT_MLOPS_KAFKA_BOOTSTRAP_SERVERS",
+            "kafka_bootstrap_servers",
+        ),
+    )
+    # Extra librdkafka properties for every client (SASL/SSL etc.), as a JSON object in
+    # IOT_MLOPS_KAFKA_CLIENT_CONFIG, e.g. {"security.protocol": "SASL_SSL", ...}.
+    kafka_client_config: dict[str, Any] = Field(default_factory=dict)
+    input_topic: str = "iot_sensor_data"
+    anomalies_topic: str = "iot_anomalies"
+    dlq_topic: str = "iot_sensor_data.dlq"
+    input_partitions: int = Field(6, ge=1)
+    consumer_group: str = "iot-anomaly-detector"
+    # Readings are ~160 bytes; anything far larger is a broken or hostile producer.
+    max_message_bytes: int = Field(16_384, ge=256)
+
+    # --- MLflow ------------------------------------------------------------------------------
+    mlflow_tracking_uri: str = Field(
+        "http://127.0.0.1:5000",
+        validation_alias=AliasChoices(
+            "MLFLOW_TRACKING_URI", "IOT_MLOPS_MLFLOW_TRACKING_URI", "mlflow_tracking_uri"
+        ),
+    )
+    experiment_name: str = "IoT Anomaly Detection"
+    model_name: str = "AutoGluonIoTAnomalyDetector"
+    model_alias: str = "production"
+
+    # --- embedded stack ----------------------------------------------------------------------
+    state_dir: Path = Path(".iot-mlops")
+    # Where `make setup` puts the Kafka jars (git-ignored): the checkout's .cache/kafka-libs.
+    kafka_libs_dir: Path = Field(default_factory=lambda: _checkout_root() / ".cache" / "kafka-libs")
+    bind_host: str = "127.0.0.1"
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    mlflow_port: int = 5000
+    prometheus_port: int = 9090
+    metrics_port: int = 8000
+    # Seconds each service may take to become healthy in `stack up`.
+    startup_timeout_s: float = 90.0
+    kafka_heap: str = "-Xms256m -Xmx1g"
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """A copy with CLI flags applied; ``None`` means 'flag not given'."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return self.model_copy(update=given) if given else self
+
+    def kafka_common(self) -> dict[str, Any]:
+        """librdkafka properties shared by every client we create."""
+        return {"bootstrap.servers": self.kafka_bootstrap_servers, **self.kafka_client_config}
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

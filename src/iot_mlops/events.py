@@ -1,0 +1,219 @@
+"""The reading and anomaly-event schema, and their fast codec.
+
+Decoding is on the detector's hot path, so it is orjson plus a handful of explicit checks
+rather than a generic validator. Every way a message can be wrong maps to one bounded
+``reason`` (used as a metric label and a dead-letter header) plus a human detail.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+# Bounded set of rejection reasons (metric label values / DLQ header values).
+REASONS = (
+    "oversized",
+    "not_json",
+    "not_object",
+    "missing_field",
+    "wrong_type",
+    "non_finite",
+    "bad_timestamp",
+    "empty_id",
+)
+
+REQUIRED_FIELDS = ("device_id", "device_type", "metric_name", "metric_value", "timestamp")
+MAX_ID_CHARS = 256
+# Timestamps outside this window are absurd for a live sensor (and break pandas' ns range).
+MIN_TS_MS = 0  # 1970-01-01
+MAX_TS_MS = 7_258_118_400_000  # 2200-01-01
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class ReadingError(ValueError):
+    """A message that is not a valid reading. ``reason`` is one of ``REASONS``."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    device_id: str
+    device_type: str
+    metric_name: str
+    metric_value: float
+    timestamp_ms: int  # UTC epoch milliseconds
+    is_anomaly: bool | None = None
+
+    @property
+    def series_id(self) -> str:
+        """The AutoGluon ``item_id`` of this reading's series."""
+        return series_id(self.device_id, self.metric_name)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "device_id": self.device_id,
+            "device_type": self.device_type,
+            "metric_name": self.metric_name,
+            "metric_value": self.metric_value,
+            "timestamp": format_ts(self.timestamp_ms),
+        }
+        if self.is_anomaly is not None:
+            d["is_anomaly"] = self.is_anomaly
+        return d
+
+
+def series_id(device_id: str, metric_name: str) -> str:
+    return f"{device_id}/{metric_name}"
+
+
+def format_ts(ts_ms: int) -> str:
+    """ISO 8601 UTC with milliseconds and a ``Z``, as the seed system wrote it."""
+    dt = datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts_ms % 1000:03d}Z"
+
+
+def parse_ts(value: Any) -> int:
+    """ISO 8601 string with an explicit offset → UTC epoch ms. Naive timestamps are refused:
+    guessing a sensor's timezone silently shifts its series."""
+    if not isinstance(value, str):
+        raise ReadingError(
+            "bad_timestamp", f"timestamp must be an ISO 8601 string, got {_kind(value)}"
+        )
+    if len(value) > 64:
+        raise ReadingError("bad_timestamp", "timestamp string too long")
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise ReadingError("bad_timestamp", f"unparseable timestamp {value[:40]!r}") from None
+    if dt.tzinfo is None or dt.utcoffset() is None:
+        raise ReadingError("bad_timestamp", f"timestamp {value[:40]!r} has no timezone")
+    try:
+        delta = dt - _EPOCH  # exact integer arithmetic, no float rounding of milliseconds
+    except OverflowError:
+        raise ReadingError("bad_timestamp", f"timestamp {value[:40]!r} out of range") from None
+    ts_ms = delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
+    if not MIN_TS_MS <= ts_ms < MAX_TS_MS:
+        raise ReadingError("bad_timestamp", f"timestamp {value[:40]!r} outside 1970..2200")
+    return ts_ms
+
+
+def _kind(v: Any) -> str:
+    return "null" if v is None else type(v).__name__
+
+
+def _text(obj: dict[str, Any], name: str) -> str:
+    v = obj[name]
+    if not isinstance(v, str):
+        raise ReadingError("wrong_type", f"{name} must be a string, got {_kind(v)}")
+    if not v.strip():
+        raise ReadingError("empty_id", f"{name} is empty")
+    if len(v) > MAX_ID_CHARS:
+        raise ReadingError("wrong_type", f"{name} longer than {MAX_ID_CHARS} characters")
+    return v
+
+
+def decode_reading(data: bytes | None, max_bytes: int = 16_384) -> Reading:
+    """Bytes → Reading, or ``ReadingError``. Never raises anything else."""
+    if data is None:
+        raise ReadingError("not_json", "empty message (null value)")
+    if len(data) > max_bytes:
+        raise ReadingError("oversized", f"{len(data)} bytes > limit {max_bytes}")
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as e:  # also covers invalid UTF-8 and deep nesting
+        obj = _lenient_loads(data, str(e))
+    if not isinstance(obj, dict):
+        raise ReadingError("not_object", f"expected a JSON object, got {_kind(obj)}")
+    missing = [f for f in REQUIRED_FIELDS if f not in obj]
+    if missing:
+        raise ReadingError("missing_field", f"missing {', '.join(missing)}")
+    value = obj["metric_value"]
+    # bool is an int subclass in Python; a boolean is not a measurement.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ReadingError("wrong_type", f"metric_value must be a number, got {_kind(value)}")
+    try:
+        value = float(value)
+    except OverflowError:  # an integer beyond float range
+        raise ReadingError("non_finite", "metric_value overflows a float") from None
+    if not math.isfinite(value):
+        raise ReadingError("non_finite", "metric_value is not finite")
+    label = obj.get("is_anomaly")
+    if label is not None and not isinstance(label, bool):
+        raise ReadingError("wrong_type", f"is_anomaly must be a boolean, got {_kind(label)}")
+    return Reading(
+        device_id=_text(obj, "device_id"),
+        device_type=_text(obj, "device_type"),
+        metric_name=_text(obj, "metric_name"),
+        metric_value=value,
+        timestamp_ms=parse_ts(obj["timestamp"]),
+        is_anomaly=label,
+    )
+
+
+def _lenient_loads(data: bytes, why: str) -> Any:
+    """Slow path for what strict JSON refuses: Python's json accepts NaN/Infinity/1e999, which
+    broken producers (``json.dumps`` of a NaN) really send, so the reason can say non_finite."""
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        raise ReadingError("not_json", why[:120]) from None
+
+
+def encode_reading(reading: Reading) -> bytes:
+    return orjson.dumps(reading.to_dict())
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalyEvent:
+    """What the detector publishes to the anomalies topic, one per flagged reading."""
+
+    device_id: str
+    device_type: str
+    metric_name: str
+    timestamp_ms: int
+    actual_value: float
+    predicted_value: float
+    lower: float
+    upper: float
+    anomaly_score: float
+    model_name: str
+    model_version: str
+    model_alias: str
+    detection_time_ms: int
+    labelled_anomaly: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "device_id": self.device_id,
+            "device_type": self.device_type,
+            "metric_name": self.metric_name,
+            "timestamp": format_ts(self.timestamp_ms),
+            "actual_value": self.actual_value,
+            "predicted_value": self.predicted_value,
+            "lower": self.lower,
+            "upper": self.upper,
+            "anomaly_score": self.anomaly_score,
+            "is_anomaly": True,
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "model_alias": self.model_alias,
+            "detection_time": format_ts(self.detection_time_ms),
+            "labelled_anomaly": self.labelled_anomaly,
+        }
+
+
+def encode_anomaly(event: AnomalyEvent) -> bytes:
+    return orjson.dumps(event.to_dict())
+
+
+def decode_anomaly(data: bytes) -> dict[str, Any]:
+    return orjson.loads(data)
