@@ -72,6 +72,37 @@ class Settings(BaseSettings):
     startup_timeout_s: float = 90.0
     kafka_heap: str = "-Xms256m -Xmx1g"
 
+    # --- simulator ---------------------------------------------------------------------------
+    sim_seed: int = 42
+    sim_devices: int = Field(10, ge=1)
+    # Seconds between two readings of one series (the series frequency).
+    sim_interval_s: int = Field(60, ge=1)
+
+    # --- training ----------------------------------------------------------------------------
+    # Offline model set (nothing downloads from a model hub). Comma-separated AutoGluon names.
+    train_models: str = "DirectTabular,RecursiveTabular"
+    train_time_limit_s: int = Field(300, ge=10)
+    prediction_length: int = Field(12, ge=1)
+    # Points of history the model sees per forecast; the detector keeps this many per series.
+    context_length: int = Field(256, ge=8)
+    quantile_levels: tuple[float, ...] = (0.01, 0.05, 0.1, 0.5, 0.9, 0.95, 0.99)
+    # Share of each series (its last part) held out for accuracy, calibration and replay.
+    holdout_fraction: float = Field(0.2, gt=0, lt=0.9)
+    # Calibrated so that clean holdout data raises this share of false alarms.
+    target_false_alarm_rate: float = Field(0.002, gt=0, lt=0.5)
+
+    # --- detector ----------------------------------------------------------------------------
+    min_history: int = Field(32, ge=1)  # points before a series is scored ("warming up")
+    alarm_min_consecutive: int = Field(1, ge=1)
+    alarm_cooldown: int = Field(0, ge=0)
+    batch_max_messages: int = Field(5000, ge=1)
+    poll_timeout_s: float = Field(0.5, gt=0)
+    alias_poll_interval_s: float = Field(10.0, gt=0)
+    # Messages per partition re-read before the committed offset to rebuild series state.
+    rebuild_messages: int = Field(20_000, ge=0)
+    series_gauge_limit: int = Field(50, ge=0)
+    transaction_timeout_ms: int = Field(60_000, ge=1000)
+
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with CLI flags applied; ``None`` means 'flag not given'."""
         given = {k: v for k, v in overrides.items() if v is not None}

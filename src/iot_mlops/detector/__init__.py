@@ -1,0 +1,1 @@
+"""The streaming anomaly detector: runner, per-series state, metrics."""
