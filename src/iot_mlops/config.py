@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     mlflow_port: int = 5000
     prometheus_port: int = 9090
     metrics_port: int = 8000
+    # The detector's /metrics and /healthz bind here; Compose sets 0.0.0.0 inside containers.
+    metrics_host: str = "127.0.0.1"
     # Seconds each service may take to become healthy in `stack up`.
     startup_timeout_s: float = 90.0
     kafka_heap: str = "-Xms256m -Xmx1g"
