@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from iot_mlops.config import Settings
-from iot_mlops.errors import IotMlopsError
+from iot_mlops.errors import ConfigError, IotMlopsError, ServiceError
 
 console = Console(stderr=True)
 out = Console()
@@ -50,7 +50,7 @@ def friendly(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-StateDir = typer.Option(None, "--state-dir", help="State directory [env IOT_MLOPS_STATE_DIR]")
+StateDir = typer.Option(None, "--state-dir", help="State directory \\[env IOT_MLOPS_STATE_DIR]")
 
 
 def settings_from(**overrides: Any) -> Settings:
@@ -65,7 +65,7 @@ def stack_up(
         None,
         "--partitions",
         min=1,
-        help="Partitions of the topics [env IOT_MLOPS_INPUT_PARTITIONS]",
+        help="Partitions of the topics \\[env IOT_MLOPS_INPUT_PARTITIONS]",
     ),
     prometheus: bool = typer.Option(True, help="Start Prometheus when it is installed."),
 ) -> None:
@@ -116,6 +116,173 @@ def _print_status(statuses: list[Any]) -> None:
         )
         table.add_row(st.name, str(st.pid or "-"), str(st.port), health, st.url, str(st.log))
     out.print(table)
+
+
+@app.command("detect")
+@friendly
+def detect(
+    topic: str | None = typer.Option(
+        None, "--topic", help="Input topic \\[env IOT_MLOPS_INPUT_TOPIC]"
+    ),
+    group: str | None = typer.Option(
+        None, "--group", help="Consumer group \\[env IOT_MLOPS_CONSUMER_GROUP]"
+    ),
+    alias: str | None = typer.Option(
+        None, "--alias", help="Registry alias \\[env IOT_MLOPS_MODEL_ALIAS]"
+    ),
+    model_name: str | None = typer.Option(None, "--model-name", help="Registered model name"),
+    metrics_port: int | None = typer.Option(
+        None, "--metrics-port", help="/metrics and /healthz port"
+    ),
+    min_consecutive: int | None = typer.Option(
+        None, "--min-consecutive", min=1, help="Outliers in a row before an alarm"
+    ),
+    cooldown: int | None = typer.Option(
+        None, "--cooldown", min=0, help="Points of silence after an alarm"
+    ),
+) -> None:
+    """Score the input stream with the model behind the registry alias; publish anomalies."""
+    import logging
+
+    from rich.logging import RichHandler
+
+    from iot_mlops.detector.main import run_detector
+
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],
+    )
+    s = settings_from(
+        input_topic=topic, consumer_group=group, model_alias=alias, model_name=model_name,
+        metrics_port=metrics_port, alarm_min_consecutive=min_consecutive, alarm_cooldown=cooldown,
+    )  # fmt: skip
+    raise typer.Exit(run_detector(s))
+
+
+def _parse_time(value: str | None, flag: str) -> int | None:
+    """ISO 8601 → UTC epoch ms; a time without an offset is taken as UTC."""
+    if value is None:
+        return None
+    from datetime import UTC, datetime
+
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(
+            f"{flag} {value!r} is not an ISO 8601 time", fix=f"e.g. {flag} 2026-11-26T04:00:00Z"
+        ) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
+@app.command("simulate")
+@friendly
+def simulate(
+    hours: float | None = typer.Option(
+        None, "--hours", help="Backfill this many hours of history, as fast as possible."
+    ),
+    rate: float | None = typer.Option(
+        None,
+        "--rate",
+        help="Live mode: readings per second. Default: the fleet's real-time rate (one round "
+        "of every series per interval). The simulated clock advances one interval per round, "
+        "so a higher rate runs simulated time faster than the wall clock.",
+    ),
+    duration: float | None = typer.Option(
+        None, "--duration", help="Live mode: stop after this many seconds (default: Ctrl-C)."
+    ),
+    devices: int | None = typer.Option(
+        None, "--devices", min=1, help="Devices in the fleet \\[env IOT_MLOPS_SIM_DEVICES]"
+    ),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Fleet and signal seed \\[env IOT_MLOPS_SIM_SEED]"
+    ),
+    interval: int | None = typer.Option(
+        None,
+        "--interval",
+        min=1,
+        help="Seconds between readings of a series \\[env IOT_MLOPS_SIM_INTERVAL_S]",
+    ),
+    parquet: Path | None = typer.Option(
+        None, "--parquet", help="Backfill: write this parquet file instead of producing to Kafka."
+    ),
+    topic: str | None = typer.Option(
+        None, "--topic", help="Kafka topic \\[env IOT_MLOPS_INPUT_TOPIC]"
+    ),
+    end: str | None = typer.Option(
+        None, "--end", help="Backfill: end of the history, exclusive (ISO 8601; default now)."
+    ),
+    start: str | None = typer.Option(
+        None, "--start", help="Live: simulated time of the first reading (ISO 8601; default now)."
+    ),
+    anomaly_rate: float = typer.Option(
+        0.015,
+        "--anomaly-rate",
+        min=0.0,
+        max=0.49,
+        help="Expected share of labelled anomalous points.",
+    ),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Simulate a device fleet with labelled anomalies: backfill history (--hours) or stream
+    live (--rate), to the Kafka input topic or (backfill) a parquet file. Deterministic for a
+    seed: a backfill ending at T and a live run starting at T continue the same series."""
+    from iot_mlops import simulate as sim
+
+    s = settings_from(
+        sim_devices=devices, sim_seed=seed, sim_interval_s=interval, input_topic=topic
+    )
+    if hours is not None and (rate is not None or duration is not None or start is not None):
+        raise ConfigError("--hours (backfill) cannot be combined with --rate/--duration/--start")
+    if hours is None and (parquet is not None or end is not None):
+        raise ConfigError("--parquet and --end need --hours (backfill mode)")
+    if parquet is not None:
+        report = sim.backfill_to_parquet(
+            s, parquet, hours or 0, _parse_time(end, "--end"), anomaly_rate
+        )
+    elif hours is not None:
+        report = sim.backfill_to_kafka(
+            s, hours, _parse_time(end, "--end"), anomaly_rate, progress=progress, console=console
+        )
+    else:
+        report = sim.live_to_kafka(
+            s, rate, duration, _parse_time(start, "--start"), anomaly_rate, progress=progress,
+            console=console,
+        )  # fmt: skip
+    out.print(report.render())
+    if report.failed:
+        raise ServiceError(
+            f"{report.failed:,} of {report.rows:,} readings were not delivered to "
+            f"{s.input_topic}: {report.first_error}",
+            fix="check the broker with `iot-mlops stack status` and run again",
+        )
+
+
+@app.command("collect")
+@friendly
+def collect(
+    out_path: Path = typer.Option(..., "--out", help="Parquet file to write."),
+    until: str | None = typer.Option(
+        None,
+        "--until",
+        help="Keep readings strictly before this time (ISO 8601, UTC if no offset).",
+    ),
+    topic: str | None = typer.Option(
+        None, "--topic", help="Kafka topic \\[env IOT_MLOPS_INPUT_TOPIC]"
+    ),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Snapshot the input topic (from the beginning up to its end offsets at start) into a
+    parquet training set: schema-checked, rejects counted by reason, duplicates dropped."""
+    from iot_mlops.collect import collect as run_collect
+
+    s = settings_from(input_topic=topic)
+    report = run_collect(
+        s, out_path, _parse_time(until, "--until"), progress=progress, console=console
+    )
+    out.print(report.render())
 
 
 def main() -> None:  # pragma: no cover - console entry point alias
