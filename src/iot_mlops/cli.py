@@ -285,6 +285,131 @@ def collect(
     out.print(report.render())
 
 
+@app.command("train")
+@friendly
+def train_cmd(
+    data: Path = typer.Option(..., "--data", help="Parquet of readings (from collect/simulate)."),
+    promote: bool = typer.Option(
+        False, "--promote", help="Point the alias at the new version (gated, like `promote`)."
+    ),
+    time_limit: int | None = typer.Option(
+        None,
+        "--time-limit",
+        min=10,
+        help="AutoGluon fit budget, s \\[env IOT_MLOPS_TRAIN_TIME_LIMIT_S]",
+    ),
+    models: str | None = typer.Option(
+        None,
+        "--models",
+        help="Comma-separated offline AutoGluon models \\[env IOT_MLOPS_TRAIN_MODELS]",
+    ),
+    prediction_length: int | None = typer.Option(
+        None,
+        "--prediction-length",
+        min=1,
+        help="Forecast horizon, steps \\[env IOT_MLOPS_PREDICTION_LENGTH]",
+    ),
+    context_length: int | None = typer.Option(
+        None,
+        "--context-length",
+        min=8,
+        help="History points per forecast \\[env IOT_MLOPS_CONTEXT_LENGTH]",
+    ),
+    model_name: str | None = typer.Option(None, "--model-name", help="Registered model name"),
+    alias: str | None = typer.Option(None, "--alias", help="Alias for --promote"),
+) -> None:
+    """Fit AutoGluon on the history, evaluate and calibrate on a holdout, log everything to
+    MLflow and register the model (optionally promote it)."""
+    from iot_mlops.train import train
+
+    s = settings_from(
+        train_time_limit_s=time_limit, train_models=models, prediction_length=prediction_length,
+        context_length=context_length, model_name=model_name, model_alias=alias,
+    )  # fmt: skip
+    r = train(s, data, promote=promote, console=console)
+    table = Table(title=f"{s.model_name} version {r.version}")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    m = r.metrics
+    rows = [
+        ("run", r.run_id),
+        ("model", f"{r.best_model} ({r.params['freq']}, horizon {r.params['prediction_length']})"),
+        ("series / rows", f"{r.params['n_series']} / {r.params['n_rows']:,}"),
+        ("fit time", f"{r.train_seconds:.1f} s"),
+        ("holdout MASE", f"{m['mase']:.4f}"),
+        ("holdout WQL", f"{m['wql']:.4f}"),
+        ("interval coverage", f"{m['coverage']:.3f}"),
+        ("threshold (deviation)", f"{r.calibration.threshold:.3f}"),
+    ]
+    if "f1" in m:
+        rows.append(
+            ("precision / recall / F1", f"{m['precision']:.3f} / {m['recall']:.3f} / {m['f1']:.3f}")
+        )
+    if "event_recall" in m:
+        rows.append(
+            ("anomaly events caught", f"{m['event_recall']:.3f} of {m['labelled_events']:.0f}")
+        )
+    if r.dropped_series:
+        rows.append(("dropped (too short)", str(len(r.dropped_series))))
+    if r.promotion is not None:
+        rows.append(("alias", f"{r.promotion.alias} → version {r.version}"))
+    for k, v in rows:
+        table.add_row(k, v)
+    out.print(table)
+    if promote and r.promotion is None:
+        console.print(f"[bold red]not promoted:[/] {r.promotion_error}", highlight=False)
+        raise typer.Exit(1)
+
+
+@app.command("promote")
+@friendly
+def promote_cmd(
+    version: str = typer.Argument(..., help="Model version to promote."),
+    alias: str | None = typer.Option(None, "--alias", help="Alias \\[env IOT_MLOPS_MODEL_ALIAS]"),
+    force: bool = typer.Option(False, "--force", help="Promote even if its metrics are worse."),
+    model_name: str | None = typer.Option(None, "--model-name", help="Registered model name"),
+) -> None:
+    """Point the alias (default production) at VERSION, refused when its holdout metrics are
+    worse than the current version's unless --force."""
+    from iot_mlops.registry import promote
+
+    s = settings_from(model_alias=alias, model_name=model_name)
+    d = promote(s, version, force=force)
+    note = "" if d.allowed else " [yellow](forced past the gate: " + d.reason + ")[/]"
+    prev = f" (was version {d.current})" if d.current and d.current != d.candidate else ""
+    out.print(f"{s.model_name}@{d.alias} → version {d.candidate}{prev}{note}", highlight=False)
+
+
+@app.command("models")
+@friendly
+def models_cmd(
+    model_name: str | None = typer.Option(None, "--model-name", help="Registered model name"),
+) -> None:
+    """Registered versions with their aliases and holdout metrics."""
+    from iot_mlops.registry import list_versions
+
+    s = settings_from(model_name=model_name)
+    versions = list_versions(s)
+    if not versions:
+        console.print(f"no versions of {s.model_name!r} yet: run `iot-mlops train --data PATH`")
+        return
+    table = Table(title=s.model_name)
+    for col in ("version", "aliases", "model", "MASE", "WQL", "F1", "threshold", "created (UTC)"):
+        table.add_column(col)
+
+    def num(v: float | None, fmt: str = ".4f") -> str:
+        return "-" if v is None else format(v, fmt)
+
+    for v in versions:
+        table.add_row(
+            v.version, ", ".join(v.aliases) or "-", v.best_model or "-",
+            num(v.metrics.get("mase")), num(v.metrics.get("wql")),
+            num(v.metrics.get("f1"), ".3f"), num(v.metrics.get("threshold"), ".3f"),
+            v.created.strftime("%Y-%m-%d %H:%M:%S"),
+        )  # fmt: skip
+    out.print(table)
+
+
 def main() -> None:  # pragma: no cover - console entry point alias
     app()
 
