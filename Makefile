@@ -1,5 +1,5 @@
 # The project's commands. `make test` is what CI runs (.ci/run).
-.PHONY: setup test unit lint format bench clean
+.PHONY: setup test unit lint format bench demo clean
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -22,6 +22,13 @@ lint: setup
 format: setup
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
+
+# The whole pipeline on the embedded stack; DEMO_SECONDS=N bounds it, DEMO_ARGS=--retrain retrains.
+demo: setup
+	$(PY) scripts/demo.py $(DEMO_ARGS)
+
+bench: setup
+	$(PY) bench/bench_detector.py
 
 clean:
 	rm -rf .pytest_cache .ruff_cache .hypothesis

@@ -46,6 +46,38 @@ def stack_settings(stack: Stack) -> Settings:
     return stack.s
 
 
+@pytest.fixture(scope="session")
+def production_model(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory):
+    """A real AutoGluon model trained on simulator history, registered and promoted once per
+    session in the session's MLflow (small and fast: 4 devices, three days at 1 minute)."""
+    from detector_helpers import ProductionModel
+
+    from iot_mlops.simulate import build_fleet, generate
+    from iot_mlops.train import train
+
+    seed, interval = 7, 60
+    s = stack_settings.model_copy(
+        update={
+            "model_name": f"detector-model-{uuid.uuid4().hex[:8]}",
+            "experiment_name": f"detector-exp-{uuid.uuid4().hex[:8]}",
+            "train_models": "RecursiveTabular",
+            "train_time_limit_s": 60,
+            "context_length": 128,
+        }
+    )
+    fleet = build_fleet(seed, 4)
+    start = 1_795_000_000_000 // (interval * 1000) * (interval * 1000)
+    steps = 3 * 1440
+    path = tmp_path_factory.mktemp("train") / "history.parquet"
+    generate(fleet, start, steps, interval, seed).to_parquet(path)
+    result = train(s, path, promote=True)
+    assert result.promotion is not None, result.promotion_error
+    return ProductionModel(
+        settings=s, fleet=fleet, end_ms=start + steps * interval * 1000, interval_s=interval,
+        seed=seed, version=result.version, run_id=result.run_id,
+    )  # fmt: skip
+
+
 @pytest.fixture
 def topic_factory(stack_settings: Settings) -> Callable[..., str]:
     """Creates a fresh topic with a unique name; returns the name."""

@@ -129,3 +129,27 @@ def test_alarm_hygiene_min_consecutive() -> None:
     rs = [reading("a", i, 1.0) for i in range(3)] + [reading("a", 3, 50.0), reading("a", 4, 50.0)]
     out = eng.process(rs)
     assert [r.scored.alarm for r in out[3:] if r.scored] == [False, True]
+
+
+def test_stuck_sensor_is_flagged() -> None:
+    m = LastValueModel()
+    m.calibration = Calibration(threshold=1.0)
+    eng = Engine(m, AlarmPolicy(), min_history=3, accept_after=5)
+    wobble = [10.0, 10.5, 9.6, 10.2, 9.9, 10.4, 9.7, 10.1, 9.8, 10.3] * 3
+    rs = [reading("a", i, v) for i, v in enumerate(wobble)]
+    stuck = [reading("a", 30 + i, 10.1) for i in range(14)]
+    out = eng.process(rs + stuck)
+    flags = [r.scored.alarm for r in out[30:] if r.scored]
+    # Within tolerance of the forecast, but the 10th exact repeat makes a stuck sensor.
+    assert flags[:10] == [False] * 10 and flags[10] and flags[11]
+
+
+def test_level_shift_is_one_anomaly_then_the_new_level_is_normal() -> None:
+    m = LastValueModel()
+    eng = Engine(m, AlarmPolicy(), min_history=3, accept_after=3)
+    base = [reading("a", i, 10.0 + 0.1 * (i % 2)) for i in range(8)]
+    shifted = [reading("a", 8 + i, 20.0 + 0.1 * (i % 2)) for i in range(12)]
+    out = eng.process(base + shifted)
+    flags = [bool(r.scored and r.scored.alarm) for r in out[8:]]
+    # The first points of the shift alarm; once accepted, the new level is normal.
+    assert flags[0] and not any(flags[6:])

@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     input_topic: str = "iot_sensor_data"
     anomalies_topic: str = "iot_anomalies"
     dlq_topic: str = "iot_sensor_data.dlq"
+    # Optional audit stream: when set, the detector also publishes every reading's result
+    # (outcome, score, decision, forecast, source offset) here, in the same transaction.
+    # `iot-mlops evaluate` uses it to score every row.
+    scores_topic: str = ""
     input_partitions: int = Field(6, ge=1)
     consumer_group: str = "iot-anomaly-detector"
     # Readings are ~160 bytes; anything far larger is a broken or hostile producer.
@@ -97,6 +101,9 @@ class Settings(BaseSettings):
     min_history: int = Field(32, ge=1)  # points before a series is scored ("warming up")
     alarm_min_consecutive: int = Field(1, ge=1)
     alarm_cooldown: int = Field(0, ge=0)
+    # Outliers in a row after which a series is taken to have shifted to a new level (one
+    # anomaly, then the new level is normal). 0 disables.
+    regime_accept_after: int = Field(30, ge=0)
     batch_max_messages: int = Field(5000, ge=1)
     poll_timeout_s: float = Field(0.5, gt=0)
     alias_poll_interval_s: float = Field(10.0, gt=0)

@@ -11,6 +11,10 @@ recall) and every reading in the detector, so what training measured is what run
   ``target_false_alarm_rate``; fitted at training time and stored with the model.
 * ``anomaly_score``: ``1 - 2**(-deviation/threshold)``, in [0, 1), monotone, 0.5 exactly at the
   threshold, so "score >= 0.5" is the decision whatever the series' scale.
+* ``ResidualScale``: per-series adaptation. A model's interval can be systematically too
+  narrow or too wide for one series (or on one side). Each series tracks the typical size of
+  its own deviations on points judged normal and rescales new deviations by it, relative to
+  what a well-calibrated interval would give; a series whose interval is right is unchanged.
 * ``AlarmPolicy``/``AlarmState``: alarm hygiene (minimum consecutive outliers, per-series
   cooldown) as a tiny per-series state machine.
 """
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 # A width floor relative to the series' level, so a perfectly flat forecast (zero-width
@@ -110,6 +114,90 @@ def calibrate(
     )
 
 
+def _z(q: float) -> float:
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(q)
+
+
+@dataclass
+class ResidualScale:
+    """Online scale of one series' deviations, per side (above / below the median).
+
+    Tracks an exponentially weighted mean of squared deviations on points judged normal,
+    starting from what a well-calibrated interval gives (``1/z**2``, z the interval's normal
+    quantile) with ``prior_weight`` points of weight, so a new series trusts the model's
+    interval and adapts as evidence comes in. Updates are clipped so an unflagged anomaly
+    cannot inflate the scale by much.
+    """
+
+    upper_quantile: float = 0.99
+    window: int = 500
+    prior_weight: int = 50
+    clip: float = 3.0
+    up: float = field(default=-1.0)
+    down: float = field(default=-1.0)
+    n_up: int = 0
+    n_down: int = 0
+
+    def __post_init__(self) -> None:
+        self.prior = 1.0 / _z(self.upper_quantile) ** 2
+        if self.up < 0:
+            self.up = self.prior
+        if self.down < 0:
+            self.down = self.prior
+
+    def factor(self, above: bool) -> float:
+        """Divide a deviation by this: > 1 when the series' deviations run larger than the
+        model's interval implies. Floored so a too-wide interval sharpens at most 4x."""
+        ms = self.up if above else self.down
+        return max(0.25, math.sqrt(ms / self.prior))
+
+    def update(self, dev: float, above: bool) -> None:
+        d2 = min(dev, self.clip) ** 2
+        if above:
+            self.n_up += 1
+            a = 1.0 / min(self.n_up + self.prior_weight, self.window)
+            self.up += a * (d2 - self.up)
+        else:
+            self.n_down += 1
+            a = 1.0 / min(self.n_down + self.prior_weight, self.window)
+            self.down += a * (d2 - self.down)
+
+
+@dataclass
+class Flatline:
+    """A stuck sensor: the same value repeated exactly, by a series that normally varies.
+
+    Forecast deviations cannot see it (a stuck value is usually a plausible one), so it is a
+    rule of its own: ``after`` exact repeats in a row make an outlier, unless exact repeats
+    are common in this series' normal data (a quantised sensor), tracked as an EWMA.
+    """
+
+    after: int = 10
+    max_repeat_rate: float = 0.05
+    prev: float | None = None
+    run: int = 0
+    repeat_rate: float = 0.0
+
+    def step(self, value: float) -> float:
+        """Advance by one value; returns a score in [0, 1) (>= 0.5 once stuck)."""
+        if self.prev is not None and value == self.prev:
+            self.run += 1
+        else:
+            # A run ended: short runs are this series' normal repeat rate; a stuck run is not
+            # learnt from (it would teach the rule to accept itself).
+            if self.run < self.after:
+                for _ in range(self.run):
+                    self.repeat_rate += 0.01 * (1.0 - self.repeat_rate)
+            self.repeat_rate -= 0.01 * self.repeat_rate
+            self.run = 0
+        self.prev = value
+        if self.after <= 0 or self.run < self.after or self.repeat_rate > self.max_repeat_rate:
+            return 0.0
+        return 1.0 - 2.0 ** (-self.run / self.after)
+
+
 @dataclass(frozen=True)
 class AlarmPolicy:
     """Alarm hygiene. ``min_consecutive``: outliers in a row before the first alarm;
@@ -142,17 +230,29 @@ class AlarmState:
 
 @dataclass(frozen=True)
 class PointScore:
-    deviation: float
+    deviation: float  # after per-series adaptation, when a scale is given
     score: float
     outlier: bool
 
 
 def score_point(
-    actual: float, median: float, lower: float, upper: float, calibration: Calibration
+    actual: float,
+    median: float,
+    lower: float,
+    upper: float,
+    calibration: Calibration,
+    scale: ResidualScale | None = None,
 ) -> PointScore:
-    dev = deviation(actual, median, lower, upper)
+    """Score one point; with a ``scale``, adapt to the series and learn from the point when
+    it is judged normal."""
+    raw = deviation(actual, median, lower, upper)
+    above = actual >= median
+    dev = raw / scale.factor(above) if scale is not None else raw
     s = anomaly_score(dev, calibration.threshold)
-    return PointScore(dev, s, is_outlier(s))
+    outlier = is_outlier(s)
+    if scale is not None and not outlier:
+        scale.update(raw, above)
+    return PointScore(dev, s, outlier)
 
 
 def score_series(

@@ -38,6 +38,7 @@ from iot_mlops import scoring
 from iot_mlops.config import Settings
 from iot_mlops.errors import ConfigError, ModelError
 from iot_mlops.forecast import (
+    Forecaster,
     PreparedData,
     mase_scale,
     min_series_length,
@@ -45,6 +46,8 @@ from iot_mlops.forecast import (
     wql,
 )
 from iot_mlops.model_code import METADATA_ARTIFACT, PREDICTOR_ARTIFACT, ForecastModel
+from iot_mlops.replay import ReplayResult, ReplaySeries
+from iot_mlops.replay import replay as run_replay
 
 # Pretrained foundation models need a model hub, which nothing here can reach.
 PRETRAINED = ("Chronos", "Chronos2", "Chronos-2", "Toto", "Toto2")
@@ -390,7 +393,7 @@ class Evaluation:
     metrics: dict[str, float]
     calibration: scoring.Calibration
     clean: Backtest
-    replay: Backtest | None
+    replay: ReplayResult | None
 
 
 def evaluate(
@@ -405,8 +408,7 @@ def evaluate(
     n_win = len(_windows(series, pl, MAX_BACKTEST_WINDOWS))
     with reporter.phase("backtest on the holdout (clean context)", total=n_win):
         clean = backtest(model, series, pl, cl, hide_labels=True, on_window=reporter.advance)
-    # Accuracy and calibration on clean points: unlabelled, observed, forecast.
-    devs: list[float] = []
+    # Forecast accuracy on clean points: unlabelled, observed, forecast.
     ratios: list[float] = []
     actual_all, q_all = [], {q: [] for q in levels}
     inside = total = 0
@@ -424,16 +426,30 @@ def evaluate(
         actual_all.append(y)
         for q in levels:
             q_all[q].append(qs[q][mask])
-        lo, med, hi = qs[lo_q][mask], qs[0.5][mask], qs[hi_q][mask]
-        inside += int(((y >= lo) & (y <= hi)).sum())
+        inside += int(((y >= qs[lo_q][mask]) & (y <= qs[hi_q][mask])).sum())
         total += len(y)
-        devs.extend(
-            float(scoring.deviation(float(a), float(m), float(lw), float(up)))
-            for a, m, lw, up in zip(y, med, lo, hi, strict=True)
-        )
-    if not devs:
+    if not total:
         raise ModelError("no clean holdout points to evaluate and calibrate on")
-    calibration = scoring.calibrate(devs, settings.target_false_alarm_rate, lo_q, hi_q)
+
+    # Calibration and replay run the holdout through the detector's own engine (block-aligned
+    # forecasts, per-series adaptation, context cleaning, regime acceptance, alarm hygiene), so
+    # the threshold is fitted to, and the precision/recall measured on, what runs live.
+    rseries = _replay_series(series)
+    # The engine takes a Forecaster; the real calibration does not exist yet (it is what this
+    # pass computes), so a placeholder with the right quantile columns stands in.
+    model.metadata.setdefault("calibration", scoring.Calibration(lo_q, hi_q).to_dict())
+    engine_model = Forecaster(model, name="candidate", version="candidate")
+    policy = scoring.AlarmPolicy(settings.alarm_min_consecutive, settings.alarm_cooldown)
+    n_blocks = _n_blocks(series, pl)
+    with reporter.phase("calibrate: clean holdout through the detector's engine", total=n_blocks):
+        cal_run = run_replay(
+            engine_model, rseries, None, policy, settings.regime_accept_after,
+            hide_labels=True, on_block=reporter.advance,
+        )  # fmt: skip
+    devs = np.concatenate([cal_run.deviation[r.key][cal_run.scored[r.key]] for r in rseries])
+    if not len(devs):
+        raise ModelError("no clean holdout points to evaluate and calibrate on")
+    calibration = scoring.calibrate(devs.tolist(), settings.target_false_alarm_rate, lo_q, hi_q)
     y_all = np.concatenate(actual_all)
     metrics = {
         "mase": float(np.mean(ratios)) if ratios else float("nan"),
@@ -441,7 +457,7 @@ def evaluate(
         "coverage": inside / total,
         "threshold": calibration.threshold,
         "calibration_points": float(len(devs)),
-        "clean_false_alarm_rate": float(np.mean(np.array(devs) > calibration.threshold)),
+        "clean_false_alarm_rate": float(np.mean(devs >= calibration.threshold)),
         "backtest_windows": float(clean.n_windows),
         "predict_seconds_per_window": clean.predict_seconds / max(clean.n_windows, 1),
     }
@@ -449,21 +465,15 @@ def evaluate(
     n_labels = sum(int(s.label[s.start :].sum()) for s in series)
     metrics["holdout_labelled_points"] = float(n_labels)
     if n_labels:
-        with reporter.phase("replay the holdout through the detector's scoring", total=n_win):
-            replay = backtest(
-                model,
-                series,
-                pl,
-                cl,
-                hide_labels=False,
-                calibration=calibration,
-                on_window=reporter.advance,
-            )
+        with reporter.phase("replay the holdout through the detector's engine", total=n_blocks):
+            replay = run_replay(
+                engine_model, rseries, calibration, policy, settings.regime_accept_after,
+                on_block=reporter.advance,
+            )  # fmt: skip
         preds, labels = [], []
         events = caught = 0
         for s in series:
-            scored = np.isfinite(replay.mean[s.item_id]) & np.isfinite(s.y)
-            scored[: s.start] = False
+            scored = replay.scored[s.item_id]
             preds.extend(replay.alarm[s.item_id][scored].tolist())
             labels.extend(s.label[scored].tolist())
             for lo, hi in _segments(s.label & scored):
@@ -486,6 +496,23 @@ def evaluate(
     return Evaluation(metrics, calibration, clean, replay)
 
 
+def _replay_series(series: list[Series]) -> list[ReplaySeries]:
+    return [
+        ReplaySeries(
+            key=s.item_id,
+            timestamps_ms=s.timestamps.as_unit("ms").asi8,
+            values=s.y,
+            labels=s.label,
+            start=s.start,
+        )
+        for s in series
+    ]
+
+
+def _n_blocks(series: list[Series], prediction_length: int) -> int:
+    return max(math.ceil((s.n - s.start) / prediction_length) for s in series) + 1
+
+
 def _segments(mask: np.ndarray) -> list[tuple[int, int]]:
     """[start, end) of each run of True values."""
     m = np.r_[False, mask, False].astype(np.int8)
@@ -504,7 +531,7 @@ def plot_forecasts(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    bt = ev.replay or ev.clean
+    bt = ev.clean
     cal = ev.calibration
     # Series with labelled anomalies in the holdout are the interesting ones to look at.
     ranked = sorted(series, key=lambda s: -int(s.label[s.start :].sum()))[:max_series]
@@ -526,8 +553,8 @@ def plot_forecasts(
         lab = s.label[lo:]
         if lab.any():
             ax.scatter(t[lab], s.y[lo:][lab], color="red", s=14, zorder=3, label="labelled anomaly")
-        if bt.alarm:
-            al = bt.alarm[s.item_id][lo:]
+        if ev.replay is not None:
+            al = ev.replay.alarm[s.item_id][lo:]
             if al.any():
                 ax.scatter(
                     t[al],

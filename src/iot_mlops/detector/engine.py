@@ -56,10 +56,12 @@ class Engine:
         model: ForecasterLike,
         policy: AlarmPolicy = AlarmPolicy(),
         min_history: int = 32,
+        accept_after: int = 0,
         on_model_call: Callable[[int, float], None] = lambda _n, _s: None,
     ) -> None:
         self.policy = policy
         self.min_history = min_history
+        self.accept_after = accept_after
         self.on_model_call = on_model_call
         self.series: dict[str, SeriesState] = {}
         self.set_model(model)
@@ -73,6 +75,7 @@ class Engine:
         self.calibration = model.calibration
         for st in self.series.values():
             st.forecast = None
+            st.scale = None  # learnt against the old model's intervals
             if st.step_ms != self.step_ms or st.context_length != model.context_length:
                 # A model on another grid or context length: rebuild the window from scratch.
                 st.step_ms = self.step_ms
@@ -98,12 +101,26 @@ class Engine:
             st = self.series[key] = SeriesState(self.step_ms, self.model.context_length)
         return st
 
-    def process(self, readings: Sequence[Reading]) -> list[Result]:
+    def prime(self, key: str, last_ms: int, values: np.ndarray) -> None:
+        """Start a series from known history (grid values ending at ``last_ms``; NaN = gap),
+        without scoring it: training's replay starts where the fit data ends."""
+        st = self._state(key)
+        st.values.clear()
+        st.values.extend(float(v) for v in values[-st.context_length :])
+        st.last_ms = last_ms
+        st.observed = int(np.isfinite(values).sum())
+        st.forecast = None
+
+    def process(
+        self, readings: Sequence[Reading], keys: Sequence[str] | None = None
+    ) -> list[Result]:
+        """Score a batch; one result per reading, in input order. ``keys`` overrides the
+        series key of each reading (default ``reading.series_id``)."""
         results: list[Result | None] = [None] * len(readings)
         # Per series, the indices of its readings in batch order.
         queues: dict[str, list[int]] = {}
         for i, r in enumerate(readings):
-            queues.setdefault(r.series_id, []).append(i)
+            queues.setdefault(keys[i] if keys is not None else r.series_id, []).append(i)
         cursor = dict.fromkeys(queues, 0)
         pending = list(queues)
         while pending:
@@ -123,7 +140,9 @@ class Engine:
                         need.append(key)
                         break
                     if outcome is Outcome.SCORED:
-                        s = st.score(grid, r.metric_value, self.calibration, self.policy)
+                        s = st.score(
+                            grid, r.metric_value, self.calibration, self.policy, self.accept_after
+                        )
                         results[i] = Result(r, outcome, s)
                     else:
                         if outcome is Outcome.WARMING_UP:

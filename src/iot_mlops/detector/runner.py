@@ -25,10 +25,11 @@ from collections import Counter as Tally
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from iot_mlops.config import Settings
-from iot_mlops.detector.engine import Engine, ForecasterLike
+from iot_mlops.detector.engine import Engine, ForecasterLike, Result
 from iot_mlops.detector.metrics import DetectorMetrics
 from iot_mlops.events import AnomalyEvent, Reading, ReadingError, decode_reading, encode_anomaly
 from iot_mlops.scoring import AlarmPolicy
@@ -126,6 +127,7 @@ class ModelWatcher(threading.Thread):
 class BatchOutput:
     anomalies: list[tuple[bytes, bytes]] = field(default_factory=list)  # (key, value)
     dead_letters: list[tuple[Message, ReadingError]] = field(default_factory=list)
+    scores: list[tuple[bytes, bytes]] = field(default_factory=list)  # (key, value)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
@@ -229,7 +231,7 @@ class Detector:
         if self.engine is None:
             self.engine = Engine(
                 model, self.policy, min_history=s.min_history,
-                on_model_call=self._observe_model_call,
+                accept_after=s.regime_accept_after, on_model_call=self._observe_model_call,
             )  # fmt: skip
         else:
             self.engine.set_model(model)
@@ -254,6 +256,7 @@ class Detector:
         s, m = self.s, self.m
         out = BatchOutput()
         readings: list[Reading] = []
+        sources: list[tuple[int, int]] = []  # (partition, offset) of each reading
         stamps: list[int] = []
         for msg in msgs:
             err = msg.error()
@@ -271,8 +274,14 @@ class Detector:
                 out.dead_letters.append((msg, e))
                 continue
             readings.append(r)
+            sources.append((msg.partition(), msg.offset()))
             self.partition_series.setdefault(key, set()).add(r.series_id)
         results = self.engine.process(readings)
+        if s.scores_topic:
+            out.scores = [
+                (res.reading.device_id.encode(), _score_record(res, src))
+                for res, src in zip(results, sources, strict=True)
+            ]
         outcomes: Tally[tuple[str, str, str]] = Tally()
         now_ms = int(time.time() * 1000)
         version = self.engine.version
@@ -342,6 +351,8 @@ class Detector:
             p.begin_transaction()
             for key, value in out.anomalies:
                 p.produce(s.anomalies_topic, value=value, key=key)
+            for key, value in out.scores:
+                p.produce(s.scores_topic, value=value, key=key)
             for msg, e in out.dead_letters:
                 p.produce(
                     s.dlq_topic,
@@ -512,6 +523,26 @@ class Detector:
         if self.producer is not None:
             self.producer.flush(10)
         log.info("detector stopped after %d batches", self.batches)
+
+
+def _score_record(res: Result, source: tuple[int, int]) -> bytes:
+    r, sc = res.reading, res.scored
+    return orjson.dumps(
+        {
+            "source_partition": source[0],
+            "source_offset": source[1],
+            "device_id": r.device_id,
+            "metric_name": r.metric_name,
+            "timestamp_ms": r.timestamp_ms,
+            "outcome": res.outcome.value,
+            "anomaly_score": sc.score if sc else 0.0,
+            "is_anomaly": bool(sc and sc.alarm),
+            "predicted_value": sc.predicted if sc else None,
+            "lower": sc.lower if sc else None,
+            "upper": sc.upper if sc else None,
+            "model_version": sc.model_version if sc else None,
+        }
+    )
 
 
 def _fmt(partitions: list[TopicPartition]) -> str:

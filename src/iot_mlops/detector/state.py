@@ -16,7 +16,14 @@ from enum import StrEnum
 
 import numpy as np
 
-from iot_mlops.scoring import AlarmPolicy, AlarmState, Calibration, score_point
+from iot_mlops.scoring import (
+    AlarmPolicy,
+    AlarmState,
+    Calibration,
+    Flatline,
+    ResidualScale,
+    score_point,
+)
 
 
 class Outcome(StrEnum):
@@ -46,6 +53,7 @@ class Forecast:
 
 @dataclass(frozen=True)
 class Scored:
+    deviation: float
     predicted: float
     lower: float
     upper: float
@@ -64,6 +72,10 @@ class SeriesState:
     observed: int = 0  # real (non-gap) values seen
     forecast: Forecast | None = None
     alarm: AlarmState = field(default_factory=AlarmState)
+    scale: ResidualScale | None = None
+    flatline: Flatline = field(default_factory=Flatline)
+    # The current run of outliers: (grid time, real value), for regime acceptance.
+    outlier_run: list[tuple[int, float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.values = deque(maxlen=self.context_length)
@@ -103,27 +115,57 @@ class SeriesState:
                 self.last_ms = grid_ms - self.step_ms
 
     def warm(self, grid_ms: int, value: float) -> None:
+        self.flatline.step(value)
         self._advance_to(grid_ms)
         self.values.append(value)
         self.last_ms = grid_ms
         self.observed += 1
 
     def score(
-        self, grid_ms: int, value: float, calibration: Calibration, policy: AlarmPolicy
+        self,
+        grid_ms: int,
+        value: float,
+        calibration: Calibration,
+        policy: AlarmPolicy,
+        accept_after: int = 0,
     ) -> Scored:
         fc = self.forecast
         assert fc is not None
         i = fc.index(grid_ms)
         assert i is not None
         med, lo, hi = fc.median[i], fc.lower[i], fc.upper[i]
-        p = score_point(value, med, lo, hi, calibration)
-        alarm = self.alarm.step(p.outlier, policy)
+        if self.scale is None:
+            self.scale = ResidualScale(upper_quantile=calibration.upper_quantile)
+        p = score_point(value, med, lo, hi, calibration, self.scale)
+        stuck = self.flatline.step(value)
+        score, outlier = max(p.score, stuck), p.outlier or stuck >= 0.5
+        alarm = self.alarm.step(outlier, policy)
         self._advance_to(grid_ms)
         # Outliers enter the context as the forecast so they do not drag later forecasts.
-        self.values.append(med if p.outlier else value)
+        self.values.append(med if outlier else value)
         self.last_ms = grid_ms
         self.observed += 1
-        return Scored(med, lo, hi, p.score, p.outlier, alarm, fc.model_version)
+        if outlier:
+            self.outlier_run.append((grid_ms, value))
+            if accept_after and len(self.outlier_run) >= accept_after:
+                self._accept_regime()
+        else:
+            self.outlier_run.clear()
+        return Scored(p.deviation, med, lo, hi, score, outlier, alarm, fc.model_version)
+
+    def _accept_regime(self) -> None:
+        """Write the run's real values back into the window and forecast afresh from them."""
+        assert self.last_ms is not None
+        n = len(self.values)
+        for t, v in self.outlier_run:
+            back = (self.last_ms - t) // self.step_ms
+            if back < n:
+                self.values[n - 1 - back] = v
+        self.outlier_run.clear()
+        self.forecast = None
+        # A flat line that lasted this long is this series' new normal (e.g. a valve closed):
+        # repeats stop counting as stuck until the series varies for a while again.
+        self.flatline.repeat_rate = 1.0
 
     def context(self) -> tuple[int, np.ndarray]:
         """(grid time of the first value, values) for a forecast from ``last_ms``."""

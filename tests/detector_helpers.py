@@ -1,0 +1,173 @@
+"""Helpers for tests that run real detectors against the real broker and registry."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from iot_mlops.config import Settings
+from iot_mlops.detector.runner import Detector
+from iot_mlops.events import decode_anomaly, encode_reading
+from iot_mlops.simulate import readings
+
+
+@dataclass
+class ProductionModel:
+    settings: Settings  # model name / experiment of the session's trained model
+    fleet: list
+    end_ms: int  # first step after the training data
+    interval_s: int
+    seed: int
+    version: str
+    run_id: str
+
+
+def produce_frame(
+    settings: Settings, df: pd.DataFrame, extra: Iterable[tuple[bytes, bytes]] = ()
+) -> int:
+    """Produce the frame's readings (and extra raw (key, value) messages) in time order."""
+    p = Producer({**settings.kafka_common(), "enable.idempotence": True, "linger.ms": 5})
+    n = 0
+    for r in readings(df):
+        p.produce(settings.input_topic, encode_reading(r), key=r.device_id)
+        n += 1
+        if n % 10_000 == 0:
+            p.poll(0)
+    for key, value in extra:
+        p.produce(settings.input_topic, value, key=key)
+        n += 1
+    assert p.flush(60) == 0
+    return n
+
+
+def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    c = Consumer({**settings.kafka_common(), "group.id": f"probe-{uuid.uuid4().hex}"})
+    try:
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+    finally:
+        c.close()
+
+
+def committed_offsets(settings: Settings) -> dict[int, int]:
+    """The group's committed offsets; empty while the coordinator is still moving/loading."""
+    c = Consumer({**settings.kafka_common(), "group.id": settings.consumer_group})
+    try:
+        parts = (
+            c.list_topics(settings.input_topic, timeout=10).topics[settings.input_topic].partitions
+        )
+        tps = [TopicPartition(settings.input_topic, p) for p in parts]
+        return {tp.partition: tp.offset for tp in c.committed(tps, timeout=10)}
+    except KafkaException as e:
+        if e.args[0].retriable() or e.args[0].code() == KafkaError.NOT_COORDINATOR:
+            return {}
+        raise
+    finally:
+        c.close()
+
+
+def wait_until(cond: Callable[[], bool], timeout: float, what: str, every: float = 0.5) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def caught_up(settings: Settings) -> bool:
+    ends = end_offsets(settings, settings.input_topic)
+    done = committed_offsets(settings)
+    return all(done.get(p, -1) >= end for p, end in ends.items() if end > 0)
+
+
+def read_all(settings: Settings, topic: str, timeout: float = 30.0) -> list:
+    """Every committed message of ``topic`` (read_committed), up to its end offsets now."""
+    ends = end_offsets(settings, topic)
+    c = Consumer(
+        {
+            **settings.kafka_common(),
+            "group.id": f"reader-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+        }
+    )
+    c.assign([TopicPartition(topic, p, 0) for p, end in ends.items() if end > 0])
+    open_parts = {p for p, end in ends.items() if end > 0}
+    out = []
+    deadline = time.monotonic() + timeout
+    try:
+        while open_parts and time.monotonic() < deadline:
+            for m in c.consume(1000, timeout=0.5):
+                if m.error():
+                    if m.error().code() == KafkaError._PARTITION_EOF:
+                        open_parts.discard(m.partition())
+                    continue
+                out.append(m)
+    finally:
+        c.close()
+    return out
+
+
+def anomalies(settings: Settings) -> list[dict]:
+    return [decode_anomaly(m.value()) for m in read_all(settings, settings.anomalies_topic)]
+
+
+class RunningDetector:
+    """A real Detector in a thread of the test process (its own metrics registry)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.detector = Detector(settings)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.detector.run()
+        except BaseException as e:  # surfaced by stop()
+            self.error = e
+
+    def stop(self) -> None:
+        self.detector.stop()
+        self.thread.join(60)
+        assert not self.thread.is_alive(), "detector did not stop within 60 s"
+        if self.error is not None:
+            raise self.error
+
+    def metric(self, name: str, **labels: str) -> float:
+        v = self.detector.m.registry.get_sample_value(name, labels or None)
+        return 0.0 if v is None else v
+
+
+def detector_process(s: Settings, log: Path, **extra_env: str) -> subprocess.Popen:
+    """`iot-mlops detect` as a real process configured like ``s`` (output to ``log``)."""
+    env = dict(os.environ)
+    env.update(
+        KAFKA_BOOTSTRAP_SERVERS=s.kafka_bootstrap_servers,
+        MLFLOW_TRACKING_URI=s.mlflow_tracking_uri,
+        IOT_MLOPS_INPUT_TOPIC=s.input_topic,
+        IOT_MLOPS_ANOMALIES_TOPIC=s.anomalies_topic,
+        IOT_MLOPS_DLQ_TOPIC=s.dlq_topic,
+        IOT_MLOPS_CONSUMER_GROUP=s.consumer_group,
+        IOT_MLOPS_MODEL_NAME=s.model_name,
+        IOT_MLOPS_METRICS_PORT=str(s.metrics_port),
+        IOT_MLOPS_BATCH_MAX_MESSAGES="300",
+        IOT_MLOPS_ALIAS_POLL_INTERVAL_S="1",
+    )
+    env.update(extra_env)
+    exe = Path(sys.executable).with_name("iot-mlops")
+    return subprocess.Popen(
+        [str(exe), "detect"], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT
+    )
