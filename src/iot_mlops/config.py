@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     # The detector's /metrics and /healthz bind here; Compose sets 0.0.0.0 inside containers.
     metrics_host: str = "127.0.0.1"
     # Seconds each service may take to become healthy in `stack up`.
-    startup_timeout_s: float = 90.0
+    startup_timeout_s: float = 180.0
     kafka_heap: str = "-Xms256m -Xmx1g"
 
     # --- simulator ---------------------------------------------------------------------------
@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     alias_poll_interval_s: float = Field(10.0, gt=0)
     # Messages per partition re-read before the committed offset to rebuild series state.
     rebuild_messages: int = Field(20_000, ge=0)
+    # Of those, each series replays its last context + 2 horizons + this many readings (the
+    # span its adaptive residual scale needs).
+    rebuild_scale_points: int = Field(500, ge=0)
     series_gauge_limit: int = Field(50, ge=0)
     transaction_timeout_ms: int = Field(60_000, ge=1000)
 

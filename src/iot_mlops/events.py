@@ -118,6 +118,16 @@ def _text(obj: dict[str, Any], name: str) -> str:
         raise ReadingError("empty_id", f"{name} is empty")
     if len(v) > MAX_ID_CHARS:
         raise ReadingError("wrong_type", f"{name} longer than {MAX_ID_CHARS} characters")
+    if not v.isascii():
+        # The lenient path (Python's json) accepts escaped lone surrogates ("\\ud800") that
+        # orjson refuses. Such a string cannot be encoded as UTF-8: as a metric label it breaks
+        # every /metrics scrape, and as an anomaly key it crashes the batch on every retry.
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ReadingError(
+                "wrong_type", f"{name} is not valid Unicode (lone surrogate)"
+            ) from None
     return v
 
 

@@ -17,6 +17,7 @@ takes over a partition scores like the one that left.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import threading
 import time
@@ -35,6 +36,9 @@ from iot_mlops.events import AnomalyEvent, Reading, ReadingError, decode_reading
 from iot_mlops.scoring import AlarmPolicy
 
 log = logging.getLogger("iot_mlops.detector")
+
+# How long send_offsets_to_transaction may block before the producer is taken as stuck.
+SEND_OFFSETS_DEADLINE_S = 45
 
 Resolver = Callable[[Settings], str | None]
 Loader = Callable[[Settings, str], ForecasterLike]
@@ -183,18 +187,7 @@ class Detector:
                 "error_cb": _log_kafka_error,
             }
         )
-        self.producer = Producer(
-            {
-                **s.kafka_common(),
-                "transactional.id": f"{s.consumer_group}-{uuid.uuid4().hex[:12]}",
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 5,
-                "transaction.timeout.ms": s.transaction_timeout_ms,
-                "error_cb": _log_kafka_error,
-            }
-        )
-        self.producer.init_transactions(60)
+        self.producer = self._new_producer()
         self.consumer.subscribe(
             [s.input_topic],
             on_assign=self._on_assign,
@@ -367,7 +360,22 @@ class Detector:
                     ],
                 )
             offsets = [TopicPartition(t, part, off) for (t, part), off in out.offsets.items()]
-            p.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 60)
+            if not self._send_offsets(p, offsets):
+                # librdkafka can block in send_offsets_to_transaction() forever, past its
+                # timeout, when the group coordinator goes away mid-transaction (seen here
+                # with a single broker restarted; confluentinc/librdkafka#5456, #5511). The
+                # stuck call is left to its daemon thread with its producer, whose open
+                # transaction never commits (the broker aborts it after
+                # transaction.timeout.ms), and a fresh producer redoes the batch from the
+                # committed offsets.
+                log.error(
+                    "sending offsets to the transaction hung for %ds; replacing the producer "
+                    "and redoing the batch from committed offsets", SEND_OFFSETS_DEADLINE_S,
+                )  # fmt: skip
+                self.m.transactions.labels(result="aborted").inc()
+                self.producer = self._new_producer()
+                self._rewind(list(out.offsets))
+                return
             self._commit_transaction()
             self.m.transactions.labels(result="committed").inc()
         except KafkaException as e:
@@ -381,6 +389,52 @@ class Detector:
                 self._rewind(list(out.offsets))
                 return
             raise
+
+    def _new_producer(self) -> Producer:
+        s = self.s
+        p = Producer(
+            {
+                **s.kafka_common(),
+                "transactional.id": f"{s.consumer_group}-{uuid.uuid4().hex[:12]}",
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                "transaction.timeout.ms": s.transaction_timeout_ms,
+                "error_cb": _log_kafka_error,
+            }
+        )
+        p.init_transactions(60)
+        return p
+
+    def _send_offsets(self, p: Producer, offsets: list[TopicPartition]) -> bool:
+        """``send_offsets_to_transaction`` with a hard deadline per call (False if a call
+        hung) and retries of retriable errors: with the broker away (a restart) the call fails
+        with e.g. ``_TRANSPORT``, which librdkafka documents as retriable, not as fatal."""
+        assert self.consumer is not None
+        give_up = time.monotonic() + self.s.transaction_timeout_ms / 1000 + 60
+        for attempt in itertools.count():
+            meta = self.consumer.consumer_group_metadata()
+            failed: list[KafkaException] = []
+
+            def call(meta: object = meta, failed: list = failed) -> None:
+                try:
+                    p.send_offsets_to_transaction(offsets, meta, SEND_OFFSETS_DEADLINE_S * 2 / 3)
+                except KafkaException as e:  # re-raised in the runner's thread
+                    failed.append(e)
+
+            t = threading.Thread(target=call, name="send-offsets", daemon=True)
+            t.start()
+            t.join(SEND_OFFSETS_DEADLINE_S)
+            if t.is_alive():
+                return False
+            if not failed:
+                return True
+            err: KafkaError = failed[0].args[0]
+            if err.txn_requires_abort() or not err.retriable() or time.monotonic() > give_up:
+                raise failed[0]
+            log.warning("sending offsets to the transaction failed (%s); retrying", err)
+            time.sleep(min(5.0, 0.2 * 2**attempt))
+        raise AssertionError("unreachable")
 
     def _commit_transaction(self) -> None:
         assert self.producer is not None
@@ -397,6 +451,12 @@ class Detector:
     def _rewind(self, partitions: list[tuple[str, int]]) -> None:
         """After an abort: back to the committed offsets, with state rebuilt to match."""
         assert self.consumer is not None
+        # Partitions lost meanwhile (e.g. the session timed out while the broker was away)
+        # cannot be seeked; they were dropped and resume from the committed offsets when
+        # they are assigned again.
+        partitions = [tp for tp in partitions if tp in self.assigned]
+        if not partitions:
+            return
         tps = [TopicPartition(t, p) for t, p in partitions]
         committed = self.consumer.committed(tps, timeout=30)
         for tp in committed:
@@ -459,7 +519,7 @@ class Detector:
                 "enable.partition.eof": True,
             }
         )
-        replayed = 0
+        history: list[Reading] = []
         try:
             reader.assign(starts)
             open_parts = set(ends)
@@ -483,11 +543,25 @@ class Detector:
                         continue
                     self.partition_series.setdefault(key, set()).add(r.series_id)
                     batch.append(r)
-                if batch:
-                    self.engine.process(batch)
-                    replayed += len(batch)
+                history.extend(batch)
         finally:
             reader.close()
+        # Only each series' recent past shapes its state (window, forecast block, adaptive
+        # scale, alarm run): replay the last `keep` readings per series, not the whole read-back,
+        # so a takeover costs a few model rounds instead of one per block of the read-back.
+        eng = self.engine
+        keep = eng.model.context_length + 2 * eng.horizon + s.rebuild_scale_points
+        seen: dict[str, int] = {}
+        tail: list[Reading] = []
+        for r in reversed(history):
+            n = seen.get(r.series_id, 0)
+            if n < keep:
+                seen[r.series_id] = n + 1
+                tail.append(r)
+        tail.reverse()
+        for i in range(0, len(tail), 5000):
+            eng.process(tail[i : i + 5000])
+        replayed = len(tail)
         log.info(
             "rebuilt state of %d partition(s) from %d readings in %.1fs",
             len(ends), replayed, time.monotonic() - t0,
