@@ -63,6 +63,26 @@ def latest_timestamp_ms(s: Settings) -> int | None:
         c.close()
 
 
+def start_group_at_live_edge(s: Settings) -> None:
+    """A new detector group would start at the beginning of the topic and score the whole
+    backfill (the training data) before the live part. For the demo, commit the group's
+    offsets at the current end instead: the detector rebuilds each series' context from the
+    log before them and scores the live stream at once. An existing group is left as it is."""
+    c = Consumer({**s.kafka_common(), "group.id": s.consumer_group, "enable.auto.commit": False})
+    try:
+        parts = c.list_topics(s.input_topic, timeout=10).topics[s.input_topic].partitions
+        tps = [TopicPartition(s.input_topic, p) for p in parts]
+        if any(tp.offset >= 0 for tp in c.committed(tps, timeout=10)):
+            return
+        ends = [
+            TopicPartition(s.input_topic, tp.partition, c.get_watermark_offsets(tp, timeout=10)[1])
+            for tp in tps
+        ]
+        c.commit(offsets=ends, asynchronous=False)
+    finally:
+        c.close()
+
+
 def scrape(url: str) -> dict[str, float]:
     """Sum each metric family over its labels."""
     try:
@@ -116,6 +136,7 @@ def main() -> int:
                 f"[green]reusing {s.model_name} version {version} (alias {s.model_alias}); "
                 "pass --retrain to train a new one"
             )
+        start_group_at_live_edge(s)
         start = latest_timestamp_ms(s)
         start_iso = None
         if start is not None:
@@ -146,7 +167,7 @@ def main() -> int:
     except KeyboardInterrupt:
         summary = None
         console.print("\ninterrupted: stopping what the demo started")
-    except (IotMlopsError, subprocess.CalledProcessError) as e:
+    except (IotMlopsError, subprocess.CalledProcessError, RuntimeError) as e:
         console.print(f"[red]demo failed:[/] {e}")
         return 1
     finally:
@@ -179,6 +200,18 @@ def live_view(
     )
     c.subscribe([s.anomalies_topic])
     latest: deque[dict] = deque(maxlen=8)
+    # DEMO_SECONDS counts from the moment the detector scores (model loaded, partitions
+    # assigned): loading a model takes from seconds to a minute on a busy machine.
+    health = metrics_url.replace("/metrics", "/healthz")
+    deadline = time.monotonic() + 600
+    with console.status("waiting for the detector to load the model and join the group…"):
+        while not _ok(health):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the detector did not become ready; see its log ({health})")
+            for p in procs:
+                if p.poll() is not None:
+                    raise RuntimeError(f"{p.args[1]} exited with {p.returncode}; see its log")
+            time.sleep(1)
     t0 = time.monotonic()
     prev, prev_t = {}, t0
     rate = 0.0
@@ -203,6 +236,13 @@ def live_view(
     finally:
         c.close()
     return m
+
+
+def _ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def render(m: dict[str, float], rate: float, latest: deque[dict], elapsed: float) -> Group:
