@@ -1,5 +1,5 @@
 # The project's commands. `make test` is what CI runs (.ci/run).
-.PHONY: setup test unit lint format bench demo clean
+.PHONY: setup test unit lint format bench demo reliability clean
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -7,10 +7,15 @@ PY := $(VENV)/bin/python
 setup:
 	@bash scripts/setup.sh
 
+# The fault-injection suite (tests/reliability) runs with `make reliability`; it is not yet
+# part of `make test` (see issue 6's note: not yet validated end to end in one CI-like run).
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not reliability"
+
+reliability: setup
+	$(PY) -m pytest -m reliability -s
 
 unit: setup
 	$(PY) -m pytest -m unit

@@ -1,0 +1,425 @@
+"""Helpers of the fault-injection suite: a paced producer thread, a 3-node KRaft cluster built
+from the embedded stack's ``Kafka`` service, /metrics scraping, exactly-once accounting and
+the figures file (bench/results/reliability.json)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import platform
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import psutil
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
+from detector_helpers import ProductionModel, read_all
+from prometheus_client.parser import text_string_to_metric_families
+
+from iot_mlops.config import Settings
+from iot_mlops.events import decode_anomaly, encode_reading
+from iot_mlops.simulate import generate, readings
+from iot_mlops.stack import KAFKA_LOG4J, Kafka, free_port
+from iot_mlops.topics import create_topics
+
+REPO = Path(__file__).resolve().parents[2]
+FIGURES = REPO / "bench" / "results" / "reliability.json"
+AnomalyKey = tuple[str, str, str]
+
+
+# --- the stream -------------------------------------------------------------------------------
+
+
+def stream(pm: ProductionModel, start_step: int, steps: int) -> list[tuple[bytes, bytes]]:
+    """The fleet's readings continuing the training history, as (key, value) messages."""
+    start = pm.end_ms + start_step * pm.interval_s * 1000
+    df = generate(pm.fleet, start, steps, pm.interval_s, pm.seed)
+    return [(r.device_id.encode(), encode_reading(r)) for r in readings(df)]
+
+
+class FeedingProducer(threading.Thread):
+    """Produces ``messages`` to the input topic in chunks spread over ``seconds`` while faults
+    are injected (idempotent, acks=all: a broker failure must not lose or duplicate input).
+    Delivery failures are counted, never ignored."""
+
+    def __init__(
+        self, settings: Settings, messages: list[tuple[bytes, bytes]], seconds: float,
+        chunk: int = 100,
+    ) -> None:  # fmt: skip
+        super().__init__(name="feeding-producer", daemon=True)
+        self.s, self.messages, self.seconds, self.chunk = settings, messages, seconds, chunk
+        self.delivered = 0
+        self.failed: list[str] = []
+        self.error: BaseException | None = None
+        self.start_time = 0.0
+        self.start()
+
+    def _on_delivery(self, err: object, _msg: object) -> None:
+        if err is None:
+            self.delivered += 1
+        else:
+            self.failed.append(str(err))
+
+    def run(self) -> None:
+        try:
+            p = Producer(
+                {
+                    **self.s.kafka_common(),
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": 5,
+                    "message.timeout.ms": 300_000,
+                }
+            )
+            self.start_time = time.monotonic()
+            n_chunks = max(1, -(-len(self.messages) // self.chunk))
+            pause = self.seconds / n_chunks
+            for i in range(0, len(self.messages), self.chunk):
+                for key, value in self.messages[i : i + self.chunk]:
+                    while True:
+                        try:
+                            p.produce(
+                                self.s.input_topic, value, key=key, on_delivery=self._on_delivery
+                            )
+                            break
+                        except BufferError:  # queue full while a broker is away
+                            p.poll(0.1)
+                p.poll(0)
+                time.sleep(pause)
+            remaining = p.flush(300)
+            if remaining:
+                self.failed.append(f"{remaining} messages still undelivered after 300 s")
+        except BaseException as e:
+            self.error = e
+
+    def finish(self, timeout: float = 400) -> None:
+        self.join(timeout)
+        assert not self.is_alive(), "the producer did not finish"
+        if self.error is not None:
+            raise self.error
+        assert not self.failed, f"producer delivery failures: {self.failed[:3]}"
+        assert self.delivered == len(self.messages)
+
+
+@dataclass
+class Reference:
+    messages: list[tuple[bytes, bytes]]
+    expected: Counter[AnomalyKey]
+    seconds: float  # how long the uninterrupted run took to commit everything
+
+
+def detector_settings(s: Settings, pm: ProductionModel) -> Settings:
+    """``s`` (topics, group, broker) serving the session's production model."""
+    return s.model_copy(
+        update={
+            "model_name": pm.settings.model_name,
+            "experiment_name": pm.settings.experiment_name,
+            "alias_poll_interval_s": 1.0,
+            "metrics_port": free_port(),
+            "batch_max_messages": 2000,
+        }
+    )
+
+
+def fresh_topics(base: Settings, prefix: str, partitions: int = 3, rf: int = 1) -> Settings:
+    """Unique input/anomalies/DLQ topics and group on ``base``'s broker."""
+    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    s = base.model_copy(
+        update={
+            "input_topic": name,
+            "anomalies_topic": f"{name}.anomalies",
+            "dlq_topic": f"{name}.dlq",
+            "consumer_group": f"grp-{name}",
+        }
+    )
+    create_topics(
+        s,
+        {s.input_topic: partitions, s.anomalies_topic: partitions, s.dlq_topic: partitions},
+        replication_factor=rf,
+    )
+    return s
+
+
+# --- exactly-once accounting --------------------------------------------------------------
+
+
+def key_of(ev: dict) -> AnomalyKey:
+    return (ev["device_id"], ev["metric_name"], ev["timestamp"])
+
+
+def anomaly_keys(settings: Settings, topic: str | None = None) -> Counter[AnomalyKey]:
+    msgs = read_all(settings, topic or settings.anomalies_topic, timeout=60)
+    return Counter(key_of(decode_anomaly(m.value())) for m in msgs)
+
+
+@dataclass
+class Tally:
+    expected: int
+    published: int
+    lost: list[AnomalyKey] = field(default_factory=list)
+    duplicated: list[AnomalyKey] = field(default_factory=list)
+    unexpected: list[AnomalyKey] = field(default_factory=list)
+
+    def check(self) -> None:
+        assert not self.duplicated, f"duplicated anomalies: {self.duplicated[:5]}"
+        assert not self.lost, f"lost anomalies: {self.lost[:5]}"
+        assert not self.unexpected, (
+            f"anomalies the reference run did not publish: {self.unexpected[:5]}"
+        )
+        assert self.expected > 0
+
+
+def compare(expected: Counter[AnomalyKey], got: Counter[AnomalyKey]) -> Tally:
+    return Tally(
+        expected=sum(expected.values()),
+        published=sum(got.values()),
+        lost=sorted(set(expected) - set(got)),
+        duplicated=sorted(k for k, n in got.items() if n > 1),
+        unexpected=sorted(set(got) - set(expected)),
+    )
+
+
+# --- a detector process's HTTP endpoints ---------------------------------------------------
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """/metrics of a detector process as {(sample name, sorted labels): value}; {} if down."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=3).text
+    except httpx.HTTPError:
+        return {}
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for smp in fam.samples:
+            out[(smp.name, tuple(sorted(smp.labels.items())))] = smp.value
+    return out
+
+
+def metric_sum(metrics: dict, name: str, **labels: str) -> float:
+    want = set(labels.items())
+    return sum(v for (n, lab), v in metrics.items() if n == name and want <= set(lab))
+
+
+def healthz(port: int) -> int | None:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code
+    except httpx.HTTPError:
+        return None
+
+
+def log_problems(text: str) -> list[str]:
+    """Lines of a detector log that show a crash. A traceback the HTTP server prints for a
+    scrape whose client hung up (BrokenPipe/ConnectionReset while writing the answer) is the
+    client's problem, not a crash, and is skipped."""
+    bad = ("Traceback (most recent call last)", "CRITICAL", "Fatal Python error", "Segmentation")
+    lines = text.splitlines()
+    out = []
+    for i, line in enumerate(lines):
+        if not any(b in line for b in bad):
+            continue
+        if "Traceback" in line and i > 0 and "during processing of request" in lines[i - 1]:
+            end = next((j for j in range(i, len(lines)) if lines[j].startswith("----")), i)
+            if any(e in lines[end - 1] for e in ("BrokenPipeError", "ConnectionResetError")):
+                continue
+        out.append(line)
+    return out
+
+
+# --- figures ----------------------------------------------------------------------------------
+
+
+def record(fault: str, figures: dict) -> None:
+    """Merge one fault's figures into bench/results/reliability.json and print them."""
+    FIGURES.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        data = json.loads(FIGURES.read_text())
+    except (FileNotFoundError, ValueError):
+        data = {}
+    data.setdefault("faults", {})[fault] = {
+        **figures,
+        "measured_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    data["machine"] = {
+        "cpus": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+    data["command"] = ".venv/bin/pytest -m reliability -s"
+    FIGURES.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    print(f"\nRELIABILITY {fault}: {json.dumps(figures, sort_keys=True)}")
+
+
+# --- a 3-node KRaft cluster on loopback ---------------------------------------------------
+
+
+def kafka_uuid() -> str:
+    """A Kafka ``Uuid`` string (URL-safe base64 of 16 random bytes, as StorageTool prints)."""
+    while True:
+        s = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not s.startswith("-"):
+            return s
+
+
+class ClusterNode(Kafka):
+    """One broker+controller of a multi-node KRaft cluster: the embedded stack's ``Kafka``
+    service (process management, command line, logging) with multi-node server properties
+    and formatting with ``--initial-controllers``."""
+
+    def __init__(self, settings: Settings, node_id: int, cluster: KRaftCluster) -> None:
+        self.name = f"kafka{node_id}"
+        self.node_id = node_id
+        self.cluster = cluster
+        super().__init__(settings)
+
+    def prepare(self) -> None:
+        c, s = self.cluster, self.s
+        data = self.dir / "data"
+        props = self.dir / "server.properties"
+        host = s.bind_host
+        props.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    f"node.id={self.node_id}",
+                    f"controller.quorum.bootstrap.servers={c.controller_bootstrap}",
+                    f"listeners=PLAINTEXT://{host}:{s.kafka_port},"
+                    f"CONTROLLER://{host}:{s.kafka_controller_port}",
+                    f"advertised.listeners=PLAINTEXT://{host}:{s.kafka_port}",
+                    "controller.listener.names=CONTROLLER",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                    f"log.dirs={data}",
+                    "num.partitions=3",
+                    "auto.create.topics.enable=false",
+                    "default.replication.factor=3",
+                    "min.insync.replicas=2",
+                    "offsets.topic.replication.factor=3",
+                    "offsets.topic.num.partitions=6",
+                    "transaction.state.log.replication.factor=3",
+                    "transaction.state.log.min.isr=2",
+                    "transaction.state.log.num.partitions=6",
+                    "share.coordinator.state.topic.replication.factor=3",
+                    "share.coordinator.state.topic.min.isr=2",
+                    "group.initial.rebalance.delay.ms=0",
+                    # Quick failure detection of a killed peer on one machine.
+                    "broker.session.timeout.ms=6000",
+                    "broker.heartbeat.interval.ms=1000",
+                    "replica.lag.time.max.ms=6000",
+                    f"message.max.bytes={max(s.max_message_bytes * 64, 1_048_588)}",
+                    "",
+                ]
+            )
+        )
+        (self.dir / "log4j2.properties").write_text(KAFKA_LOG4J.format(log=self.log))
+
+    def format_cmd(self) -> list[str]:
+        c = self.cluster
+        return self._java(
+            f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
+            "kafka.tools.StorageTool", "format", "-t", c.cluster_id,
+            "-c", str(self.dir / "server.properties"),
+            "--initial-controllers", c.initial_controllers,
+        )  # fmt: skip
+
+    def healthy(self) -> bool:
+        try:
+            admin = AdminClient(
+                {"bootstrap.servers": f"127.0.0.1:{self.s.kafka_port}", "socket.timeout.ms": 2000}
+            )
+            md = admin.list_topics(timeout=2)
+            return self.node_id in md.brokers
+        except Exception:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL the broker's JVM: no controlled shutdown, no flush."""
+        pid = self.pid()
+        assert pid is not None, f"{self.name} is not running"
+        os.kill(pid, signal.SIGKILL)
+        psutil.Process(pid).wait(30)
+        self.pidfile.unlink(missing_ok=True)
+
+
+class KRaftCluster:
+    """Three broker+controller nodes on loopback: distinct node ids, ports and log dirs, one
+    cluster id, formatted with ``--initial-controllers``; replication factor 3 and
+    ``min.insync.replicas=2`` for every topic including the offsets and transaction logs."""
+
+    def __init__(self, base: Settings, root: Path, n: int = 3) -> None:
+        self.cluster_id = kafka_uuid()
+        ports = [(free_port(), free_port()) for _ in range(n)]
+        self.bootstrap = ",".join(f"127.0.0.1:{p}" for p, _ in ports)
+        self.controller_bootstrap = ",".join(f"127.0.0.1:{c}" for _, c in ports)
+        self.dir_ids = [kafka_uuid() for _ in range(n)]
+        self.initial_controllers = ",".join(
+            f"{i + 1}@127.0.0.1:{c}:{d}"
+            for i, ((_, c), d) in enumerate(zip(ports, self.dir_ids, strict=True))
+        )
+        self.settings = base.model_copy(update={"kafka_bootstrap_servers": self.bootstrap})
+        self.nodes = [
+            ClusterNode(
+                base.model_copy(
+                    update={
+                        "state_dir": root,
+                        "kafka_port": p,
+                        "kafka_controller_port": c,
+                        "kafka_bootstrap_servers": f"127.0.0.1:{p}",
+                    }
+                ),
+                i + 1,
+                self,
+            )
+            for i, (p, c) in enumerate(ports)
+        ]
+
+    def up(self, timeout: float = 120) -> None:
+        for node in self.nodes:
+            node.dir.mkdir(parents=True, exist_ok=True)
+            node.log.parent.mkdir(parents=True, exist_ok=True)
+            node.prepare()
+        fmts = [subprocess.Popen(n.format_cmd(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                for n in self.nodes]  # fmt: skip
+        for f in fmts:
+            out, _ = f.communicate(timeout=120)
+            assert f.returncode == 0, out.decode(errors="replace")
+        for node in self.nodes:
+            node.start()
+        self.wait_brokers(len(self.nodes), timeout)
+
+    def wait_brokers(self, n: int, timeout: float) -> float:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            try:
+                md = AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=3)
+                if len(md.brokers) >= n:
+                    return time.monotonic() - t0
+            except Exception:
+                pass
+            time.sleep(0.5)
+        raise AssertionError(f"{n} brokers not up within {timeout:.0f}s")
+
+    def node(self, node_id: int) -> ClusterNode:
+        return next(n for n in self.nodes if n.node_id == node_id)
+
+    def down(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def under_replicated(self, topics: Iterable[str]) -> int:
+        md = AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=10)
+        n = 0
+        for t in topics:
+            for p in md.topics[t].partitions.values():
+                n += len(p.isrs) < len(p.replicas)
+        return n
