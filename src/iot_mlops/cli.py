@@ -482,9 +482,5 @@ def evaluate_cmd(
     out.print(table)
 
 
-def main() -> None:  # pragma: no cover - console entry point alias
-    app()
-
-
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

@@ -31,7 +31,7 @@ from rich.table import Table
 from iot_mlops.config import Settings
 from iot_mlops.errors import ConfigError, ServiceError
 from iot_mlops.events import ReadingError, decode_reading, format_ts
-from iot_mlops.simulate import KAFKA_LOGGER, kafka_unreachable
+from iot_mlops.simulate import KAFKA_LOGGER, kafka_unreachable, write_parquet_atomic
 
 METADATA_TIMEOUT_S = 10.0
 # With read_committed a partition can stall below its high watermark behind an open
@@ -164,10 +164,7 @@ def collect(
             + (f" before {format_ts(until_ms)}" if until_ms is not None else ""),
             fix=_EMPTY_FIX,
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    df.to_parquet(tmp, index=False)
-    tmp.replace(out)  # never leave a half-written training set under the real name
+    write_parquet_atomic(df, out)
     return report
 
 

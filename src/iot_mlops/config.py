@@ -8,7 +8,6 @@ keep their ecosystem names (``KAFKA_BOOTSTRAP_SERVERS``, ``MLFLOW_TRACKING_URI``
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -123,8 +122,3 @@ class Settings(BaseSettings):
     def kafka_common(self) -> dict[str, Any]:
         """librdkafka properties shared by every client we create."""
         return {"bootstrap.servers": self.kafka_bootstrap_servers, **self.kafka_client_config}
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return Settings()

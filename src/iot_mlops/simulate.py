@@ -580,11 +580,17 @@ def backfill_to_parquet(
     df = generate(fleet, start, n_steps, interval, settings.sim_seed, anomaly_rate=anomaly_rate)
     report = SimulationReport("parquet", str(path), len(fleet), len(_series(fleet)))
     report.add(df)
+    write_parquet_atomic(df, path)
+    return report
+
+
+def write_parquet_atomic(df: pd.DataFrame, path: Path) -> None:
+    """Write via a temporary file, so a half-written training set never appears under the
+    real name (used by simulate and collect)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     df.to_parquet(tmp, index=False)
-    tmp.replace(path)  # never leave a half-written training set under the real name
-    return report
+    tmp.replace(path)
 
 
 def backfill_to_kafka(
