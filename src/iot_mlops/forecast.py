@@ -14,6 +14,7 @@ aligns readings to.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -23,8 +24,10 @@ import pandas as pd
 
 from iot_mlops.errors import ConfigError
 from iot_mlops.events import series_id
-from iot_mlops.model_code import ForecastModel
+from iot_mlops.model_code import ForecastModel, finish_forecast, prepare_context
 from iot_mlops.scoring import Calibration
+
+log = logging.getLogger(__name__)
 
 # A series may miss this share of its grid points (regularised to NaN, which AutoGluon fills)
 # before we call the data broken rather than gappy.
@@ -50,6 +53,8 @@ class Forecaster:
         self.context_length: int = int(md["context_length"])
         self.quantile_levels: tuple[float, ...] = tuple(float(q) for q in md["quantile_levels"])
         self.calibration: Calibration = Calibration.from_dict(md["calibration"])
+        # Set by enable_fast_path once verified: a faster equivalent of the predictor's predict.
+        self._fast: Any = None
 
     @property
     def predictor(self) -> Any:
@@ -68,7 +73,19 @@ class Forecaster:
         """context: long frame (item_id, timestamp, target), tz-naive UTC or tz-aware, NaN for
         gaps, on the ``freq`` grid. Returns item_id, timestamp, mean and the quantile columns,
         ``prediction_length`` rows per item (timestamps tz-aware UTC when the input was)."""
-        return self._model.forecast(context)
+        if self._fast is None:
+            # The logged model's own code (which may predate this package's version).
+            return self._model.forecast(context)
+        df, tz_aware = prepare_context(context, self.context_length)
+        try:
+            out = self._fast(df)
+        except Exception as e:  # never let the optimisation take the detector down
+            log.warning(
+                "forecast fast path failed (%s: %s); using AutoGluon's", type(e).__name__, e
+            )
+            self._fast = None
+            return self._model.forecast(context)
+        return finish_forecast(out, tz_aware, self.metadata)
 
     def prepare(self, single_process: bool = True, warm_up: bool = True) -> Forecaster:
         """Make the predictor ready for the hot path: models kept in memory, no worker pools,
@@ -82,12 +99,92 @@ class Forecaster:
             _force_single_process(predictor)
         if warm_up:
             self.forecast(self.example_context(n_items=2))
+        self.enable_fast_path()
         return self
+
+    @property
+    def fast_path(self) -> bool:
+        return self._fast is not None
+
+    def enable_fast_path(self) -> bool:
+        """Use ``iot_mlops.fast_forecast`` when the model is one it reproduces and it gives
+        the library's forecasts on check contexts (gaps, short and constant series included);
+        otherwise keep AutoGluon's predict. Returns whether it is on."""
+        from iot_mlops.fast_forecast import RecursiveTabularFastPath, Unsupported
+
+        self._fast = None
+        try:
+            fast = RecursiveTabularFastPath(
+                self.predictor, self._model.model_name, self.prediction_length
+            )
+        except Unsupported as e:
+            log.info("forecast fast path off: %s", e)
+            return False
+        except Exception as e:  # AutoGluon internals moved: the library path still works
+            log.warning("forecast fast path off: %s: %s", type(e).__name__, e)
+            return False
+        check = self.check_contexts()
+        # Together and alone: a call of short series only has a narrower matrix.
+        checks = [check, check[check["item_id"] == "check/short"]]
+        expected = [self._model.forecast(c) for c in checks]
+        self._fast = fast.forecast
+        try:
+            problem = None
+            for c, e in zip(checks, expected, strict=True):
+                problem = problem or _forecast_mismatch(e, self.forecast(c))
+        except Exception as e:  # any failure means: not equivalent, use the library
+            problem = f"{type(e).__name__}: {e}"
+        if problem:
+            self._fast = None
+            log.warning("forecast fast path off, it disagrees with AutoGluon: %s", problem)
+            return False
+        log.info("forecast fast path on (%s, verified against AutoGluon)", self._model.model_name)
+        return True
+
+    def check_contexts(self) -> pd.DataFrame:
+        """Contexts that exercise the cases the fast path must get right."""
+        rng = np.random.default_rng(0)
+        base = self.example_context(n_items=3)
+        n = self.context_length
+        parts = [base]
+        noisy = base[base["item_id"] == base["item_id"].iloc[0]].copy()
+        noisy["item_id"] = "check/noisy-gappy"
+        target = noisy["target"].to_numpy() * 10 + rng.normal(0, 3, n).cumsum()
+        target[[0, 5, n // 2, n // 2 + 1, n - 3]] = np.nan  # gaps, including the first point
+        noisy["target"] = target
+        short = noisy.tail(max(8, n // 5)).copy()
+        short["item_id"] = "check/short"
+        short["target"] = rng.normal(1000.0, 50.0, len(short))
+        flat = noisy.copy()
+        flat["item_id"] = "check/constant"
+        flat["target"] = 7.0
+        parts += [noisy, short, flat]
+        return pd.concat(parts, ignore_index=True)
 
     def example_context(self, n_items: int = 2, start: str = "2026-01-01") -> pd.DataFrame:
         """A small synthetic context on this model's grid (warm-up and input examples)."""
         n = self.context_length
         return example_context(self.freq, n, n_items=n_items, start=start)
+
+
+def _forecast_mismatch(expected: pd.DataFrame, got: pd.DataFrame) -> str | None:
+    """Why two forecasts differ (same items, steps and columns, values within 1e-6 of the
+    series' scale), or None."""
+    key = ["item_id", "timestamp"]
+    a = expected.sort_values(key).reset_index(drop=True)
+    b = got.sort_values(key).reset_index(drop=True)
+    if len(a) != len(b) or not (a[key].to_numpy() == b[key].to_numpy()).all():
+        return "different items or timestamps"
+    cols = [c for c in a.columns if c not in key]
+    if missing := [c for c in cols if c not in b.columns]:
+        return f"missing columns {missing}"
+    x, y = a[cols].to_numpy(dtype=float), b[cols].to_numpy(dtype=float)
+    tol = 1e-6 * np.maximum(1.0, np.abs(x))
+    bad = ~(np.abs(x - y) <= tol)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        return f"{cols[j]} of {a['item_id'][i]}: {x[i, j]!r} vs {y[i, j]!r}"
+    return None
 
 
 def _force_single_process(predictor: Any) -> None:

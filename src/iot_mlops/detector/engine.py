@@ -76,6 +76,7 @@ class Engine:
         for st in self.series.values():
             st.forecast = None
             st.scale = None  # learnt against the old model's intervals
+            st.tail = None
             if st.step_ms != self.step_ms or st.context_length != model.context_length:
                 # A model on another grid or context length: rebuild the window from scratch.
                 st.step_ms = self.step_ms

@@ -251,6 +251,7 @@ class Detector:
         readings: list[Reading] = []
         sources: list[tuple[int, int]] = []  # (partition, offset) of each reading
         stamps: list[int] = []
+        stale = 0
         for msg in msgs:
             err = msg.error()
             if err is not None:
@@ -259,6 +260,13 @@ class Detector:
                 log.warning("consumer error: %s", err)
                 continue
             key = (msg.topic(), msg.partition())
+            if key not in self.assigned:
+                # Fetched before the partition was revoked inside this consume() call: its
+                # series' state is gone and its new owner resumes from the committed offset.
+                # Scoring it here would score it from scratch (no history, so missed
+                # anomalies) and commit offsets for a partition this replica no longer owns.
+                stale += 1
+                continue
             out.offsets[key] = msg.offset() + 1
             stamps.append(msg.timestamp()[1])
             try:
@@ -269,6 +277,8 @@ class Detector:
             readings.append(r)
             sources.append((msg.partition(), msg.offset()))
             self.partition_series.setdefault(key, set()).add(r.series_id)
+        if stale:
+            log.info("skipped %d message(s) of partitions revoked meanwhile", stale)
         results = self.engine.process(readings)
         if s.scores_topic:
             out.scores = [
@@ -340,6 +350,8 @@ class Detector:
         """Anomalies + dead letters + consumed offsets in one transaction."""
         assert self.producer is not None and self.consumer is not None
         s, p = self.s, self.producer
+        if not out.offsets:
+            return  # nothing consumed that this replica owns (e.g. only stale messages)
         try:
             p.begin_transaction()
             for key, value in out.anomalies:

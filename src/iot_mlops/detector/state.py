@@ -22,6 +22,7 @@ from iot_mlops.scoring import (
     Calibration,
     Flatline,
     ResidualScale,
+    TailThreshold,
     score_point,
 )
 
@@ -73,6 +74,7 @@ class SeriesState:
     forecast: Forecast | None = None
     alarm: AlarmState = field(default_factory=AlarmState)
     scale: ResidualScale | None = None
+    tail: TailThreshold | None = None
     flatline: Flatline = field(default_factory=Flatline)
     # The current run of outliers: (grid time, real value), for regime acceptance.
     outlier_run: list[tuple[int, float]] = field(default_factory=list)
@@ -136,7 +138,9 @@ class SeriesState:
         med, lo, hi = fc.median[i], fc.lower[i], fc.upper[i]
         if self.scale is None:
             self.scale = ResidualScale(upper_quantile=calibration.upper_quantile)
-        p = score_point(value, med, lo, hi, calibration, self.scale)
+        if self.tail is None:
+            self.tail = TailThreshold(rate=calibration.target_false_alarm_rate)
+        p = score_point(value, med, lo, hi, calibration, self.scale, self.tail)
         stuck = self.flatline.step(value)
         score, outlier = max(p.score, stuck), p.outlier or stuck >= 0.5
         alarm = self.alarm.step(outlier, policy)
