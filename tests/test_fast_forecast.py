@@ -76,3 +76,13 @@ def test_a_fast_path_that_disagrees_is_turned_off(
     finally:
         monkeypatch.undo()
         assert forecaster.enable_fast_path() is True
+
+
+def test_a_series_forecast_does_not_depend_on_its_batch(forecaster: Forecaster) -> None:
+    # Replicas batch series differently; a series must be forecast bit for bit the same.
+    ctx = _contexts(forecaster, seed=7)
+    together = forecaster.forecast(ctx)
+    for item in ctx["item_id"].unique():
+        alone = forecaster.forecast(ctx[ctx["item_id"] == item]).reset_index(drop=True)
+        same = together[together["item_id"] == item].reset_index(drop=True)
+        pd.testing.assert_frame_equal(alone, same, check_exact=True)

@@ -22,6 +22,7 @@ caller's contexts; otherwise the library path runs, so correctness never depends
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import numpy as np
@@ -89,7 +90,11 @@ class RecursiveTabularFastPath:
         self.booster, self.lgb_features = _booster(tabular)
         self.lags = [int(k) for k in m._target_lags]
         self.date_features = list(ts.date_features)
-        self.features_order = list(ts.features_order_)
+        known = {f"lag{k}" for k in self.lags} | {
+            fn if isinstance(fn, str) else fn.__name__ for fn in self.date_features
+        }
+        if unknown := [f for f in self.lgb_features if f not in known]:
+            raise Unsupported(f"features this path does not compute: {unknown[:5]}")
         self.standard = scaler is not None
         self.min_scale = 1e-2
         self.max_len = m._max_ts_length
@@ -118,10 +123,9 @@ class RecursiveTabularFastPath:
         pad = max(self.lags)
         y = np.full((n, pad + width + self.horizon), np.nan)
         rows = np.repeat(np.arange(n), keep)
-        cols = width - keep[rows] + (np.arange(len(rows)) - np.repeat(np.cumsum(keep) - keep, keep))
-        src = np.repeat(starts + counts - keep, keep) + (
-            np.arange(len(rows)) - np.repeat(np.cumsum(keep) - keep, keep)
-        )
+        j = np.arange(len(rows)) - np.repeat(np.cumsum(keep) - keep, keep)  # index within a row
+        cols = width - keep[rows] + j
+        src = np.repeat(starts + counts - keep, keep) + j
         values = df["target"].to_numpy(dtype=np.float64)
         valid = np.zeros((n, width), dtype=bool)
         valid[rows, cols] = True
@@ -134,12 +138,16 @@ class RecursiveTabularFastPath:
         hist[~valid] = np.nan
         past = hist[valid]  # per series, in order (for unseen items' quantile scale)
         if self.standard:
-            cnt = valid.sum(axis=1)
-            loc = np.nanmean(hist, axis=1)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                scale = np.sqrt(np.nansum((hist - loc[:, None]) ** 2, axis=1) / (cnt - 1))
-            loc = np.where(np.isfinite(loc), loc, 0.0)
-            scale = np.where(np.isfinite(scale), np.maximum(scale, self.min_scale), 1.0)
+            # Row by row on each series' own values: the same arithmetic whatever other series
+            # share the call (a batch-wide reduction rounds differently with the batch's shape,
+            # and replicas must score a series identically however it is batched).
+            loc, scale = np.zeros(n), np.ones(n)
+            for i in range(n):
+                v = hist[i, width - keep[i] :]
+                m = float(np.mean(v))
+                sd = float(np.std(v, ddof=1)) if len(v) > 1 else math.nan
+                loc[i] = m if math.isfinite(m) else 0.0
+                scale[i] = max(sd, self.min_scale) if math.isfinite(sd) else 1.0
         else:
             loc, scale = np.zeros(n), np.ones(n)
         y[:, pad : pad + width] = (hist - loc[:, None]) / scale[:, None]
