@@ -346,25 +346,9 @@ class Topics:
 
 
 def _progress(console: Any | None, description: str, total: int) -> Any:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from iot_mlops.progress import progress_bar
 
-    p = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-        disable=console is None,
-    )
+    p = progress_bar(console, enabled=console is not None, transient=True)
     p.add_task(description, total=total)
     return p
 

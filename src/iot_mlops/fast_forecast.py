@@ -95,6 +95,14 @@ class RecursiveTabularFastPath:
         }
         if unknown := [f for f in self.lgb_features if f not in known]:
             raise Unsupported(f"features this path does not compute: {unknown[:5]}")
+        # The booster's column of each lag and date feature, fixed for the model's life.
+        col = {name: j for j, name in enumerate(self.lgb_features)}
+        self.lag_cols = [(col[f"lag{k}"], k) for k in self.lags if f"lag{k}" in col]
+        self.date_cols = [
+            (col[name], fn)
+            for fn in self.date_features
+            if (name := fn if isinstance(fn, str) else fn.__name__) in col
+        ]
         self.standard = scaler is not None
         self.min_scale = 1e-2
         self.max_len = m._max_ts_length
@@ -136,7 +144,6 @@ class RecursiveTabularFastPath:
         if empty.any() and self.median is not None:
             hist[empty] = self.median
         hist[~valid] = np.nan
-        past = hist[valid]  # per series, in order (for unseen items' quantile scale)
         if self.standard:
             # Row by row on each series' own values: the same arithmetic whatever other series
             # share the call (a batch-wide reduction rounds differently with the batch's shape,
@@ -153,13 +160,7 @@ class RecursiveTabularFastPath:
         y[:, pad : pad + width] = (hist - loc[:, None]) / scale[:, None]
         last_ts = df[TS].to_numpy()[starts + counts - 1]
         base = pd.DatetimeIndex(last_ts)
-        col = {name: j for j, name in enumerate(self.lgb_features)}
-        lag_cols = [(col[f"lag{k}"], k) for k in self.lags if f"lag{k}" in col]
-        date_cols = [
-            (col[name], fn)
-            for fn in self.date_features
-            if (name := fn if isinstance(fn, str) else fn.__name__) in col
-        ]
+        lag_cols, date_cols = self.lag_cols, self.date_cols
         x = np.empty((n, len(self.lgb_features)))
         for h in range(self.horizon):
             t = pad + width + h  # column of this step
@@ -171,15 +172,15 @@ class RecursiveTabularFastPath:
                     x[:, j] = np.asarray(getattr(dates, fn) if isinstance(fn, str) else fn(dates))
             y[:, t] = self.booster.predict(x, num_threads=1)
         mean = y[:, pad + width :] * scale[:, None] + loc[:, None]
-        return self._with_quantiles(uniq, last_ts, mean, past, valid.sum(axis=1))
+        return self._with_quantiles(uniq, last_ts, mean, hist, valid)
 
     def _with_quantiles(
         self,
         uniq: np.ndarray,
         last_ts: np.ndarray,
         mean: np.ndarray,
-        past: np.ndarray,
-        lengths: np.ndarray,
+        hist: np.ndarray,
+        valid: np.ndarray,
     ) -> pd.DataFrame:
         """The model's Gaussian quantiles: its residual std per item (for items it did not see
         in training, the in-sample seasonal error of their history), times sqrt(step)."""
@@ -190,10 +191,11 @@ class RecursiveTabularFastPath:
         std = m._residuals_std_per_item.reindex(uniq).to_numpy(dtype=np.float64)
         unseen = np.isnan(std)
         if unseen.any():
-            idx = pd.Index(np.repeat(uniq, lengths), name=ITEM)
-            y_past = pd.Series(past, index=idx)
-            sel = y_past.index.isin(uniq[unseen])
-            err = in_sample_squared_seasonal_error(y_past=y_past[sel]).pow(0.5)
+            # Only the unseen items' (filled) history, in order.
+            rows_unseen = valid & unseen[:, None]
+            idx = pd.Index(np.repeat(uniq, rows_unseen.sum(axis=1)), name=ITEM)
+            y_past = pd.Series(hist[rows_unseen], index=idx)
+            err = in_sample_squared_seasonal_error(y_past=y_past).pow(0.5)
             std[unseen] = err.reindex(uniq[unseen]).to_numpy(dtype=np.float64)
         h = self.horizon
         spread = std[:, None] * np.sqrt(np.arange(1, h + 1))[None, :]

@@ -97,9 +97,10 @@ class Forecaster:
             predictor.persist()
         if single_process:
             _force_single_process(predictor)
-        if warm_up:
+        # Checking the fast path forecasts through both paths, which warms them up; only a
+        # model the fast path does not handle still needs a warm-up call of its own.
+        if not self.enable_fast_path() and warm_up:
             self.forecast(self.example_context(n_items=2))
-        self.enable_fast_path()
         return self
 
     @property

@@ -37,19 +37,13 @@ import numpy as np
 import pandas as pd
 from confluent_kafka import KafkaException
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import Progress
 from rich.table import Table
 
 from iot_mlops.config import Settings
 from iot_mlops.errors import ConfigError, ServiceError
 from iot_mlops.events import Reading, encode_reading
+from iot_mlops.progress import progress_bar
 
 DAY_S = 86_400
 # How long to wait for Kafka's metadata before calling the broker unreachable.
@@ -520,16 +514,7 @@ class _KafkaSink:
 
 
 def _progress(console: Console | None, enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console or Console(stderr=True),
-        disable=not enabled,
-        transient=False,
-    )
+    return progress_bar(console, enabled=enabled)
 
 
 def _backfill_window(end_ms: int | None, hours: float, interval_s: int) -> tuple[int, int]:
