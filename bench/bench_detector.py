@@ -29,13 +29,13 @@ from rich.console import Console
 from rich.table import Table
 
 from iot_mlops.config import Settings
+from iot_mlops.data.simulate import build_fleet, generate, readings
 from iot_mlops.detector.runner import Detector
 from iot_mlops.events import ReadingError, decode_reading, encode_reading
-from iot_mlops.registry import load_forecaster
-from iot_mlops.simulate import build_fleet, generate, readings
-from iot_mlops.stack import Stack, free_port
-from iot_mlops.topics import create_topics
-from iot_mlops.train import train
+from iot_mlops.kafka.stack import Stack, free_port
+from iot_mlops.kafka.topics import create_topics
+from iot_mlops.lifecycle.registry import load_forecaster
+from iot_mlops.training.pipeline import train
 
 console = Console()
 RESULTS = Path(__file__).resolve().parent / "results"

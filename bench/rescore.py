@@ -30,15 +30,17 @@ import orjson
 import pandas as pd
 
 from iot_mlops.config import Settings
-from iot_mlops.detector.state import Forecast, SeriesState
-from iot_mlops.evaluate import GRID_STEP_NS, load_corpus, read_topic, stream_order
-from iot_mlops.quality import load_labels, score_corpus
-from iot_mlops.scoring import AlarmPolicy, Calibration, TailThreshold
+from iot_mlops.evaluation.pipeline import GRID_STEP_NS, load_corpus, read_topic, stream_order
+from iot_mlops.evaluation.scores import load_labels, score_corpus
+from iot_mlops.scoring.alarms import AlarmPolicy
+from iot_mlops.scoring.calibrate import Calibration
+from iot_mlops.scoring.channels import TailThreshold
+from iot_mlops.scoring.state import Forecast, SeriesState
 
 
 @dataclass(frozen=True)
 class Variant:
-    tail: bool = True  # per-series tail threshold (scoring.TailThreshold)
+    tail: bool = True  # per-series tail threshold (scoring.channels.TailThreshold)
     threshold_factor: float = 1.0  # times the calibrated threshold
     cooldown: int = 0  # AlarmPolicy.cooldown
     accept_after: int = 30  # regime acceptance (settings.regime_accept_after)

@@ -30,7 +30,7 @@ from rich.table import Table
 from iot_mlops.config import Settings
 from iot_mlops.errors import IotMlopsError
 from iot_mlops.events import decode_anomaly, decode_reading
-from iot_mlops.stack import Stack
+from iot_mlops.kafka.stack import Stack
 
 console = Console()
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,7 +122,7 @@ def main() -> int:
     t_begin = time.monotonic()
     try:
         run("stack", "up")
-        from iot_mlops.registry import resolve_alias
+        from iot_mlops.lifecycle.registry import resolve_alias
 
         version = resolve_alias(s)
         if version is None or args.retrain:

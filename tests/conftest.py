@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from iot_mlops.config import Settings
-from iot_mlops.stack import Stack, free_port
-from iot_mlops.topics import create_topics
+from iot_mlops.kafka.stack import Stack, free_port
+from iot_mlops.kafka.topics import create_topics
 
 
 @pytest.fixture(scope="session")
@@ -52,8 +52,8 @@ def production_model(stack_settings: Settings, tmp_path_factory: pytest.TempPath
     session in the session's MLflow (small and fast: 4 devices, three days at 1 minute)."""
     from detector_helpers import ProductionModel
 
-    from iot_mlops.simulate import build_fleet, generate
-    from iot_mlops.train import train
+    from iot_mlops.data.simulate import build_fleet, generate
+    from iot_mlops.training.pipeline import train
 
     seed, interval = 7, 60
     s = stack_settings.model_copy(

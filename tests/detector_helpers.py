@@ -16,9 +16,9 @@ import pandas as pd
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from iot_mlops.config import Settings
+from iot_mlops.data.simulate import readings
 from iot_mlops.detector.runner import Detector
 from iot_mlops.events import decode_anomaly, encode_reading
-from iot_mlops.simulate import readings
 
 
 @dataclass

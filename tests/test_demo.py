@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from iot_mlops.stack import free_port
+from iot_mlops.kafka.stack import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

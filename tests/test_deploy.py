@@ -143,7 +143,7 @@ def test_promtool_rule_unit_tests_fire_alerts() -> None:
 
 def test_embedded_stack_prometheus_config_loads_the_same_rules(tmp_path: Path) -> None:
     """`iot-mlops stack up` writes its own prometheus.yml with alerts.yml as its rule file."""
-    from iot_mlops.stack import Prometheus
+    from iot_mlops.kafka.stack import Prometheus
 
     svc = Prometheus(Settings(state_dir=tmp_path))
     svc.dir.mkdir(parents=True)

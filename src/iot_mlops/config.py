@@ -109,7 +109,7 @@ class Settings(BaseSettings):
     # Messages per partition re-read before the committed offset to rebuild series state.
     rebuild_messages: int = Field(20_000, ge=0)
     # Of those, each series replays its last context + 2 horizons + this many readings (the
-    # span its adaptive residual scale and tail threshold learn from; scoring.TailThreshold
+    # span its adaptive residual scale and tail threshold learn from; scoring.channels.TailThreshold
     # keeps 1,000 deviations).
     rebuild_scale_points: int = Field(1000, ge=0)
     series_gauge_limit: int = Field(50, ge=0)

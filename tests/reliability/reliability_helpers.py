@@ -27,10 +27,10 @@ from detector_helpers import ProductionModel, read_all
 from prometheus_client.parser import text_string_to_metric_families
 
 from iot_mlops.config import Settings
+from iot_mlops.data.simulate import generate, readings
 from iot_mlops.events import decode_anomaly, encode_reading
-from iot_mlops.simulate import generate, readings
-from iot_mlops.stack import KAFKA_LOG4J, Kafka, free_port
-from iot_mlops.topics import create_topics
+from iot_mlops.kafka.stack import KAFKA_LOG4J, Kafka, free_port
+from iot_mlops.kafka.topics import create_topics
 
 REPO = Path(__file__).resolve().parents[2]
 FIGURES = REPO / "bench" / "results" / "reliability.json"

@@ -24,7 +24,7 @@ from reliability_helpers import (
 )
 
 from iot_mlops.config import Settings
-from iot_mlops.stack import Kafka, free_port
+from iot_mlops.kafka.stack import Kafka, free_port
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 

@@ -34,9 +34,9 @@ from detector_helpers import (
 from reliability_helpers import healthz, log_problems, metric_sum, record, scrape
 
 from iot_mlops.config import Settings
+from iot_mlops.data.simulate import generate
 from iot_mlops.events import decode_anomaly
-from iot_mlops.simulate import generate
-from iot_mlops.stack import MLflow, free_port
+from iot_mlops.kafka.stack import MLflow, free_port
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 

@@ -38,8 +38,8 @@ from reliability_helpers import (
 )
 
 from iot_mlops.config import Settings
-from iot_mlops.stack import free_port
-from iot_mlops.topics import create_topics
+from iot_mlops.kafka.stack import free_port
+from iot_mlops.kafka.topics import create_topics
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 

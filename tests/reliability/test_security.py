@@ -17,8 +17,8 @@ import pytest
 from reliability_helpers import REPO, record
 
 from iot_mlops.config import Settings
-from iot_mlops.scoring import Calibration
-from iot_mlops.stack import Stack
+from iot_mlops.kafka.stack import Stack
+from iot_mlops.scoring.calibrate import Calibration
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
@@ -33,7 +33,7 @@ def test_embedded_stack_listens_on_loopback_only(stack: Stack) -> None:
     from prometheus_client import CollectorRegistry
 
     from iot_mlops.detector.http import serve
-    from iot_mlops.stack import free_port
+    from iot_mlops.kafka.stack import free_port
 
     pids: dict[int, str] = {}
     for svc in stack.services:
@@ -234,8 +234,9 @@ def test_kafka_client_config_passes_through_to_every_client(
     import confluent_kafka
     from confluent_kafka import TopicPartition
 
-    from iot_mlops import collect, simulate, topics
+    from iot_mlops.data import collect, simulate
     from iot_mlops.detector import runner
+    from iot_mlops.kafka import topics
 
     monkeypatch.setenv("IOT_MLOPS_KAFKA_CLIENT_CONFIG", json.dumps(SASL))
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "broker.example:9093")

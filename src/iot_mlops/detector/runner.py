@@ -30,10 +30,10 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from iot_mlops.config import Settings
-from iot_mlops.detector.engine import Engine, ForecasterLike, Result
 from iot_mlops.detector.metrics import DetectorMetrics
 from iot_mlops.events import AnomalyEvent, Reading, ReadingError, decode_reading, encode_anomaly
-from iot_mlops.scoring import AlarmPolicy
+from iot_mlops.scoring.alarms import AlarmPolicy
+from iot_mlops.scoring.engine import Engine, ForecasterLike, Result
 
 log = logging.getLogger("iot_mlops.detector")
 
@@ -45,13 +45,13 @@ Loader = Callable[[Settings, str], ForecasterLike]
 
 
 def _default_resolver(settings: Settings) -> str | None:
-    from iot_mlops.registry import resolve_alias
+    from iot_mlops.lifecycle.registry import resolve_alias
 
     return resolve_alias(settings)
 
 
 def _default_loader(settings: Settings, version: str) -> ForecasterLike:
-    from iot_mlops.registry import load_forecaster
+    from iot_mlops.lifecycle.registry import load_forecaster
 
     return load_forecaster(settings, version=version)
 

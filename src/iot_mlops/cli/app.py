@@ -1,0 +1,481 @@
+"""The ``iot-mlops`` command line. Exit codes: 0 ok, 1 failure, 2 bad usage or input."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from iot_mlops.config import Settings
+from iot_mlops.errors import ConfigError, IotMlopsError, ServiceError
+
+console = Console(stderr=True)
+out = Console()
+
+app = typer.Typer(
+    help="Real-time anomaly detection for IoT sensor streams (Kafka, AutoGluon, MLflow).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+stack_app = typer.Typer(
+    help="The embedded local stack: Kafka, MLflow, Prometheus.", no_args_is_help=True
+)
+app.add_typer(stack_app, name="stack")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly(fn: F) -> F:
+    """Turn our errors (and Ctrl-C) into a message and an exit code, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except IotMlopsError as e:
+            console.print(f"[bold red]error:[/] {e.message}", highlight=False)
+            if e.fix:
+                console.print(f"[yellow]fix:[/] {e.fix}", highlight=False)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            console.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+StateDir = typer.Option(None, "--state-dir", help="State directory \\[env IOT_MLOPS_STATE_DIR]")
+
+
+def settings_from(**overrides: Any) -> Settings:
+    return Settings().with_overrides(**overrides)
+
+
+@stack_app.command("up")
+@friendly
+def stack_up(
+    state_dir: Path | None = StateDir,
+    partitions: int | None = typer.Option(
+        None,
+        "--partitions",
+        min=1,
+        help="Partitions of the topics \\[env IOT_MLOPS_INPUT_PARTITIONS]",
+    ),
+    prometheus: bool = typer.Option(True, help="Start Prometheus when it is installed."),
+) -> None:
+    """Start Kafka, MLflow (and Prometheus), wait until healthy, create the topics."""
+    from iot_mlops.kafka.stack import Stack
+
+    s = settings_from(state_dir=state_dir, input_partitions=partitions)
+    stack = Stack(s, with_prometheus=prometheus)
+    with console.status("starting the stack…"):
+        statuses = stack.up(on_event=lambda m: console.print(f"  {m}"))
+    _print_status(statuses)
+
+
+@stack_app.command("down")
+@friendly
+def stack_down(state_dir: Path | None = StateDir) -> None:
+    """Stop the processes that `stack up` started (data is kept)."""
+    from iot_mlops.kafka.stack import Stack
+
+    stopped = Stack(settings_from(state_dir=state_dir)).down()
+    console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@stack_app.command("status")
+@friendly
+def stack_status(state_dir: Path | None = StateDir) -> None:
+    """Show each service, its pid, port and health. Exit 1 when one is down."""
+    from iot_mlops.kafka.stack import Stack
+
+    statuses = Stack(settings_from(state_dir=state_dir)).status()
+    _print_status(statuses)
+    core = [st for st in statuses if st.name != "prometheus"]
+    if not all(st.healthy for st in core):
+        raise typer.Exit(1)
+
+
+def _print_status(statuses: list[Any]) -> None:
+    table = Table(title="iot-mlops stack")
+    for col in ("service", "pid", "port", "health", "url", "log"):
+        table.add_column(col)
+    for st in statuses:
+        health = (
+            "[green]healthy[/]"
+            if st.healthy
+            else "[yellow]unhealthy[/]"
+            if st.running
+            else "[red]stopped[/]"
+        )
+        table.add_row(st.name, str(st.pid or "-"), str(st.port), health, st.url, str(st.log))
+    out.print(table)
+
+
+@app.command("detect")
+@friendly
+def detect(
+    topic: str | None = typer.Option(
+        None, "--topic", help="Input topic \\[env IOT_MLOPS_INPUT_TOPIC]"
+    ),
+    group: str | None = typer.Option(
+        None, "--group", help="Consumer group \\[env IOT_MLOPS_CONSUMER_GROUP]"
+    ),
+    alias: str | None = typer.Option(
+        None, "--alias", help="Registry alias \\[env IOT_MLOPS_MODEL_ALIAS]"
+    ),
+    model_name: str | None = typer.Option(None, "--model-name", help="Registered model name"),
+    metrics_port: int | None = typer.Option(
+        None, "--metrics-port", help="/metrics and /healthz port"
+    ),
+    min_consecutive: int | None = typer.Option(
+        None, "--min-consecutive", min=1, help="Outliers in a row before an alarm"
+    ),
+    cooldown: int | None = typer.Option(
+        None, "--cooldown", min=0, help="Points of silence after an alarm"
+    ),
+) -> None:
+    """Score the input stream with the model behind the registry alias; publish anomalies."""
+    import logging
+
+    from rich.logging import RichHandler
+
+    from iot_mlops.detector.main import run_detector
+
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],
+    )
+    s = settings_from(
+        input_topic=topic, consumer_group=group, model_alias=alias, model_name=model_name,
+        metrics_port=metrics_port, alarm_min_consecutive=min_consecutive, alarm_cooldown=cooldown,
+    )  # fmt: skip
+    raise typer.Exit(run_detector(s))
+
+
+def _parse_time(value: str | None, flag: str) -> int | None:
+    """ISO 8601 → UTC epoch ms; a time without an offset is taken as UTC."""
+    if value is None:
+        return None
+    from datetime import UTC, datetime
+
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(
+            f"{flag} {value!r} is not an ISO 8601 time", fix=f"e.g. {flag} 2026-11-26T04:00:00Z"
+        ) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
+@app.command("simulate")
+@friendly
+def simulate(
+    hours: float | None = typer.Option(
+        None, "--hours", help="Backfill this many hours of history, as fast as possible."
+    ),
+    rate: float | None = typer.Option(
+        None,
+        "--rate",
+        help="Live mode: readings per second. Default: the fleet's real-time rate (one round "
+        "of every series per interval). The simulated clock advances one interval per round, "
+        "so a higher rate runs simulated time faster than the wall clock.",
+    ),
+    duration: float | None = typer.Option(
+        None, "--duration", help="Live mode: stop after this many seconds (default: Ctrl-C)."
+    ),
+    devices: int | None = typer.Option(
+        None, "--devices", min=1, help="Devices in the fleet \\[env IOT_MLOPS_SIM_DEVICES]"
+    ),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Fleet and signal seed \\[env IOT_MLOPS_SIM_SEED]"
+    ),
+    interval: int | None = typer.Option(
+        None,
+        "--interval",
+        min=1,
+        help="Seconds between readings of a series \\[env IOT_MLOPS_SIM_INTERVAL_S]",
+    ),
+    parquet: Path | None = typer.Option(
+        None, "--parquet", help="Backfill: write this parquet file instead of producing to Kafka."
+    ),
+    topic: str | None = typer.Option(
+        None, "--topic", help="Kafka topic \\[env IOT_MLOPS_INPUT_TOPIC]"
+    ),
+    end: str | None = typer.Option(
+        None, "--end", help="Backfill: end of the history, exclusive (ISO 8601; default now)."
+    ),
+    start: str | None = typer.Option(
+        None, "--start", help="Live: simulated time of the first reading (ISO 8601; default now)."
+    ),
+    anomaly_rate: float = typer.Option(
+        0.015,
+        "--anomaly-rate",
+        min=0.0,
+        max=0.49,
+        help="Expected share of labelled anomalous points.",
+    ),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Simulate a device fleet with labelled anomalies: backfill history (--hours) or stream
+    live (--rate), to the Kafka input topic or (backfill) a parquet file. Deterministic for a
+    seed: a backfill ending at T and a live run starting at T continue the same series."""
+    from iot_mlops.data import simulate as sim
+
+    s = settings_from(
+        sim_devices=devices, sim_seed=seed, sim_interval_s=interval, input_topic=topic
+    )
+    if hours is not None and (rate is not None or duration is not None or start is not None):
+        raise ConfigError("--hours (backfill) cannot be combined with --rate/--duration/--start")
+    if hours is None and (parquet is not None or end is not None):
+        raise ConfigError("--parquet and --end need --hours (backfill mode)")
+    if parquet is not None:
+        report = sim.backfill_to_parquet(
+            s, parquet, hours or 0, _parse_time(end, "--end"), anomaly_rate
+        )
+    elif hours is not None:
+        report = sim.backfill_to_kafka(
+            s, hours, _parse_time(end, "--end"), anomaly_rate, progress=progress, console=console
+        )
+    else:
+        report = sim.live_to_kafka(
+            s, rate, duration, _parse_time(start, "--start"), anomaly_rate, progress=progress,
+            console=console,
+        )  # fmt: skip
+    out.print(report.render())
+    if report.failed:
+        raise ServiceError(
+            f"{report.failed:,} of {report.rows:,} readings were not delivered to "
+            f"{s.input_topic}: {report.first_error}",
+            fix="check the broker with `iot-mlops stack status` and run again",
+        )
+
+
+@app.command("collect")
+@friendly
+def collect(
+    out_path: Path = typer.Option(..., "--out", help="Parquet file to write."),
+    until: str | None = typer.Option(
+        None,
+        "--until",
+        help="Keep readings strictly before this time (ISO 8601, UTC if no offset).",
+    ),
+    topic: str | None = typer.Option(
+        None, "--topic", help="Kafka topic \\[env IOT_MLOPS_INPUT_TOPIC]"
+    ),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Snapshot the input topic (from the beginning up to its end offsets at start) into a
+    parquet training set: schema-checked, rejects counted by reason, duplicates dropped."""
+    from iot_mlops.data.collect import collect as run_collect
+
+    s = settings_from(input_topic=topic)
+    report = run_collect(
+        s, out_path, _parse_time(until, "--until"), progress=progress, console=console
+    )
+    out.print(report.render())
+
+
+@app.command("train")
+@friendly
+def train_cmd(
+    data: Path = typer.Option(..., "--data", help="Parquet of readings (from collect/simulate)."),
+    promote: bool = typer.Option(
+        False, "--promote", help="Point the alias at the new version (gated, like `promote`)."
+    ),
+    time_limit: int | None = typer.Option(
+        None,
+        "--time-limit",
+        min=10,
+        help="AutoGluon fit budget, s \\[env IOT_MLOPS_TRAIN_TIME_LIMIT_S]",
+    ),
+    models: str | None = typer.Option(
+        None,
+        "--models",
+        help="Comma-separated offline AutoGluon models \\[env IOT_MLOPS_TRAIN_MODELS]",
+    ),
+    prediction_length: int | None = typer.Option(
+        None,
+        "--prediction-length",
+        min=1,
+        help="Forecast horizon, steps \\[env IOT_MLOPS_PREDICTION_LENGTH]",
+    ),
+    context_length: int | None = typer.Option(
+        None,
+        "--context-length",
+        min=8,
+        help="History points per forecast \\[env IOT_MLOPS_CONTEXT_LENGTH]",
+    ),
+    model_name: str | None = typer.Option(None, "--model-name", help="Registered model name"),
+    alias: str | None = typer.Option(None, "--alias", help="Alias for --promote"),
+) -> None:
+    """Fit AutoGluon on the history, evaluate and calibrate on a holdout, log everything to
+    MLflow and register the model (optionally promote it)."""
+    from iot_mlops.training.pipeline import train
+
+    s = settings_from(
+        train_time_limit_s=time_limit, train_models=models, prediction_length=prediction_length,
+        context_length=context_length, model_name=model_name, model_alias=alias,
+    )  # fmt: skip
+    r = train(s, data, promote=promote, console=console)
+    table = Table(title=f"{s.model_name} version {r.version}")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    m = r.metrics
+    rows = [
+        ("run", r.run_id),
+        ("model", f"{r.best_model} ({r.params['freq']}, horizon {r.params['prediction_length']})"),
+        ("series / rows", f"{r.params['n_series']} / {r.params['n_rows']:,}"),
+        ("fit time", f"{r.train_seconds:.1f} s"),
+        ("holdout MASE", f"{m['mase']:.4f}"),
+        ("holdout WQL", f"{m['wql']:.4f}"),
+        ("interval coverage", f"{m['coverage']:.3f}"),
+        ("threshold (deviation)", f"{r.calibration.threshold:.3f}"),
+    ]
+    if "f1" in m:
+        rows.append(
+            ("precision / recall / F1", f"{m['precision']:.3f} / {m['recall']:.3f} / {m['f1']:.3f}")
+        )
+    if "event_recall" in m:
+        rows.append(
+            ("anomaly events caught", f"{m['event_recall']:.3f} of {m['labelled_events']:.0f}")
+        )
+    if r.dropped_series:
+        rows.append(("dropped (too short)", str(len(r.dropped_series))))
+    if r.promotion is not None:
+        rows.append(("alias", f"{r.promotion.alias} → version {r.version}"))
+    for k, v in rows:
+        table.add_row(k, v)
+    out.print(table)
+    if promote and r.promotion is None:
+        console.print(f"[bold red]not promoted:[/] {r.promotion_error}", highlight=False)
+        raise typer.Exit(1)
+
+
+@app.command("promote")
+@friendly
+def promote_cmd(
+    version: str = typer.Argument(..., help="Model version to promote."),
+    alias: str | None = typer.Option(None, "--alias", help="Alias \\[env IOT_MLOPS_MODEL_ALIAS]"),
+    force: bool = typer.Option(False, "--force", help="Promote even if its metrics are worse."),
+    model_name: str | None = typer.Option(None, "--model-name", help="Registered model name"),
+) -> None:
+    """Point the alias (default production) at VERSION, refused when its holdout metrics are
+    worse than the current version's unless --force."""
+    from iot_mlops.lifecycle.registry import promote
+
+    s = settings_from(model_alias=alias, model_name=model_name)
+    d = promote(s, version, force=force)
+    note = "" if d.allowed else " [yellow](forced past the gate: " + d.reason + ")[/]"
+    prev = f" (was version {d.current})" if d.current and d.current != d.candidate else ""
+    out.print(f"{s.model_name}@{d.alias} → version {d.candidate}{prev}{note}", highlight=False)
+
+
+@app.command("models")
+@friendly
+def models_cmd(
+    model_name: str | None = typer.Option(None, "--model-name", help="Registered model name"),
+) -> None:
+    """Registered versions with their aliases and holdout metrics."""
+    from iot_mlops.lifecycle.registry import list_versions
+
+    s = settings_from(model_name=model_name)
+    versions = list_versions(s)
+    if not versions:
+        console.print(f"no versions of {s.model_name!r} yet: run `iot-mlops train --data PATH`")
+        return
+    table = Table(title=s.model_name)
+    for col in ("version", "aliases", "model", "MASE", "WQL", "F1", "threshold", "created (UTC)"):
+        table.add_column(col)
+
+    def num(v: float | None, fmt: str = ".4f") -> str:
+        return "-" if v is None else format(v, fmt)
+
+    for v in versions:
+        table.add_row(
+            v.version, ", ".join(v.aliases) or "-", v.best_model or "-",
+            num(v.metrics.get("mase")), num(v.metrics.get("wql")),
+            num(v.metrics.get("f1"), ".3f"), num(v.metrics.get("threshold"), ".3f"),
+            v.created.strftime("%Y-%m-%d %H:%M:%S"),
+        )  # fmt: skip
+    out.print(table)
+
+
+@app.command("evaluate")
+@friendly
+def evaluate_cmd(
+    data_dir: Path = typer.Argument(
+        ..., help="Directory of CSV files (any depth), one series each: timestamp,value."
+    ),
+    labels: Path = typer.Option(
+        ..., "--labels", help="LABELS.json: {relative CSV path: \\[\\[start, end], ...]}."
+    ),
+    out_dir: Path = typer.Option(
+        ..., "--out", help="Output directory: one CSV per input file, plus scores.json."
+    ),
+    probation: float = typer.Option(
+        0.15,
+        "--probation",
+        min=0.01,
+        max=0.9,
+        help="Share of each file's first rows the model may train on (not scored).",
+    ),
+    time_limit: int = typer.Option(120, "--time-limit", min=10, help="AutoGluon fit budget, s."),
+    models: str | None = typer.Option(
+        None,
+        "--models",
+        help="Comma-separated offline AutoGluon models \\[env IOT_MLOPS_TRAIN_MODELS]",
+    ),
+    model_name: str | None = typer.Option(
+        None,
+        "--model-name",
+        help="Registered model to train and serve (default: <model name>-evaluation).",
+    ),
+    partitions: int = typer.Option(
+        1,
+        "--partitions",
+        min=1,
+        help="Partitions of the evaluation's topics (1 keeps every batch spanning all files).",
+    ),
+    keep_topics: bool = typer.Option(
+        False, "--keep-topics", help="Keep the evaluation's Kafka topics (default: deleted)."
+    ),
+    per_file: bool = typer.Option(False, "--per-file", help="Also print one row per file."),
+) -> None:
+    """Causal evaluation on labelled CSV series: train one model on each file's first rows
+    (--probation) only, stream every row through Kafka to the real detector, write each
+    file's scores and flags, score them against the labels (NAB-style profiles, point- and
+    event-wise F1), write OUT/scores.json and log an MLflow evaluation run."""
+    from iot_mlops.evaluation.pipeline import evaluate
+
+    s = settings_from(train_models=models)
+    r = evaluate(
+        s, data_dir, labels, out_dir, probation=probation, time_limit_s=time_limit,
+        model_name=model_name, partitions=partitions, keep_topics=keep_topics, console=console,
+    )  # fmt: skip
+    r.report.render(out, per_file=per_file)
+    e = r.summary
+    table = Table(title="Evaluation run")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    outcomes = ", ".join(f"{k} {v:,}" for k, v in e["outcomes"].items())
+    for k, v in (
+        ("files / rows", f"{e['files']} / {e['rows']:,}"),
+        ("rows by outcome", outcomes),
+        ("model", f"{e['model_name']} version {e['model_version']} ({e['best_model']})"),
+        ("train (fit, backtest, register)", f"{e['train_seconds']:.1f} s"),
+        ("stream through the detector", f"{e['stream_seconds']:.1f} s"),
+        ("total", f"{e['total_seconds']:.1f} s"),
+        ("MLflow run", r.run_id or "-"),
+        ("results", str(out_dir)),
+    ):
+        table.add_row(k, v)
+    out.print(table)

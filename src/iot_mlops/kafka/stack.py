@@ -1,0 +1,430 @@
+"""The embedded local stack: real Kafka (KRaft), MLflow and Prometheus as background processes.
+
+Everything lives under ``settings.state_dir``: configs, data, logs and pid files, so data
+survives ``down``/``up`` and ``down`` stops exactly what ``up`` started. The test fixtures use
+this same code on free ports in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+
+from iot_mlops.config import Settings
+from iot_mlops.errors import ServiceError
+
+KAFKA_LOG4J = """\
+status = warn
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = {log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = FILE
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.apache.name = org.apache
+logger.apache.level = WARN
+logger.state.name = state.change.logger
+logger.state.level = WARN
+"""
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    pid: int | None
+    port: int
+    url: str
+    running: bool
+    healthy: bool
+    log: Path
+
+
+class Service:
+    """One background process with a pid file, a log file and a health probe."""
+
+    name: str = ""
+
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+        self.root = settings.state_dir.resolve()
+        self.dir = self.root / self.name
+        self.log = self.root / "logs" / f"{self.name}.log"
+        self.pidfile = self.root / "run" / f"{self.name}.pid"
+
+    # --- to override -------------------------------------------------------------------------
+    port: int
+    url: str
+
+    def available(self) -> str | None:
+        """None when the service can run here, else why not (with the fix)."""
+        return None
+
+    def prepare(self) -> None:
+        """Write configs, format storage; runs before every start."""
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def healthy(self) -> bool:
+        raise NotImplementedError
+
+    # --- process management ------------------------------------------------------------------
+    def pid(self) -> int | None:
+        """The pid we started, if that exact process (same create time) is still alive."""
+        try:
+            info = json.loads(self.pidfile.read_text())
+            proc = psutil.Process(info["pid"])
+            if abs(proc.create_time() - info["create_time"]) > 1.0 or proc.status() == "zombie":
+                return None
+            return int(info["pid"])
+        except (FileNotFoundError, ValueError, KeyError, psutil.Error):
+            return None
+
+    def start(self) -> None:
+        if self.pid() is not None:
+            return
+        _ensure_port_free(self.name, self.s.bind_host, self.port, self.log)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.pidfile.parent.mkdir(parents=True, exist_ok=True)
+        self.prepare()
+        with open(self.log, "ab") as log:
+            # A new session: the service is not killed by the terminal's Ctrl-C, and `down`
+            # can signal its whole process group (MLflow runs worker children).
+            proc = subprocess.Popen(
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.dir,
+                start_new_session=True,
+                env=self.env(),
+            )
+        create_time = psutil.Process(proc.pid).create_time()
+        self.pidfile.write_text(json.dumps({"pid": proc.pid, "create_time": create_time}))
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.pid() is None:
+                raise ServiceError(
+                    f"{self.name} exited during start-up; its log is {self.log}:\n"
+                    + _tail(self.log),
+                    fix=f"read {self.log}, then `iot-mlops stack up` again",
+                )
+            if self.healthy():
+                return
+            time.sleep(0.5)
+        raise ServiceError(
+            f"{self.name} did not become healthy within {timeout:.0f}s (log: {self.log}):\n"
+            + _tail(self.log),
+            fix=f"read {self.log}; raise IOT_MLOPS_STARTUP_TIMEOUT_S if the machine is slow",
+        )
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        pid = self.pid()
+        if pid is None:
+            self.pidfile.unlink(missing_ok=True)
+            return False
+        try:
+            procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            procs = []
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
+        _, alive = psutil.wait_procs(procs, timeout=timeout)
+        for p in alive:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        psutil.wait_procs(alive, timeout=5)
+        self.pidfile.unlink(missing_ok=True)
+        return True
+
+    def status(self) -> ServiceStatus:
+        pid = self.pid()
+        return ServiceStatus(
+            self.name, pid, self.port, self.url, pid is not None,
+            pid is not None and self.healthy(), self.log,
+        )  # fmt: skip
+
+
+class Kafka(Service):
+    name = "kafka"
+
+    @property
+    def port(self) -> int:  # type: ignore[override]
+        return self.s.kafka_port
+
+    @property
+    def url(self) -> str:  # type: ignore[override]
+        return f"{self.s.bind_host}:{self.s.kafka_port}"
+
+    @property
+    def libs(self) -> Path:
+        return self.s.kafka_libs_dir.resolve()
+
+    def available(self) -> str | None:
+        if shutil.which("java") is None:
+            return "Java 17+ is not installed; fix: apt-get install openjdk-17-jre-headless"
+        if not list(self.libs.glob("kafka_2.13-*.jar")):
+            return f"the Kafka jars are missing in {self.libs}; fix: make setup"
+        return None
+
+    def _java(self, *args: str) -> list[str]:
+        return ["java", "-cp", f"{self.libs}/*", *args]
+
+    def prepare(self) -> None:
+        s = self.s
+        data = self.dir / "data"
+        props = self.dir / "server.properties"
+        host = s.bind_host
+        props.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.bootstrap.servers={host}:{s.kafka_controller_port}",
+                    f"listeners=PLAINTEXT://{host}:{s.kafka_port},"
+                    f"CONTROLLER://{host}:{s.kafka_controller_port}",
+                    f"advertised.listeners=PLAINTEXT://{host}:{s.kafka_port}",
+                    "controller.listener.names=CONTROLLER",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                    f"log.dirs={data}",
+                    "num.partitions=1",
+                    "auto.create.topics.enable=false",
+                    # Single node: internal topics must not wait for replicas that never come.
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=10",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "transaction.state.log.num.partitions=10",
+                    "share.coordinator.state.topic.replication.factor=1",
+                    "share.coordinator.state.topic.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    f"message.max.bytes={max(s.max_message_bytes * 64, 1_048_588)}",
+                    "",
+                ]
+            )
+        )
+        (self.dir / "log4j2.properties").write_text(KAFKA_LOG4J.format(log=self.log))
+        if not (data / "meta.properties").exists():
+            cluster_id = subprocess.run(
+                self._java("kafka.tools.StorageTool", "random-uuid"),
+                capture_output=True, text=True, check=True,
+            ).stdout.strip()  # fmt: skip
+            fmt = subprocess.run(
+                self._java(
+                    f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
+                    "kafka.tools.StorageTool", "format", "--standalone",
+                    "-t", cluster_id, "-c", str(props),
+                ),
+                capture_output=True, text=True,
+            )  # fmt: skip
+            if fmt.returncode != 0:
+                raise ServiceError(
+                    f"formatting Kafka storage in {data} failed:\n{fmt.stdout}{fmt.stderr}",
+                    fix=f"remove {data} and run `iot-mlops stack up` again",
+                )
+
+    def command(self) -> list[str]:
+        return [
+            "java",
+            *self.s.kafka_heap.split(),
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
+            f"-Dkafka.logs.dir={self.log.parent}",
+            "-cp",
+            f"{self.libs}/*",
+            "kafka.Kafka",
+            str(self.dir / "server.properties"),
+        ]
+
+    def healthy(self) -> bool:
+        from confluent_kafka.admin import AdminClient
+
+        try:
+            admin = AdminClient({**self.s.kafka_common(), "socket.timeout.ms": 2000})
+            md = admin.list_topics(timeout=2)
+            return bool(md.brokers)
+        except Exception:
+            return False
+
+
+class MLflow(Service):
+    name = "mlflow"
+
+    @property
+    def port(self) -> int:  # type: ignore[override]
+        return self.s.mlflow_port
+
+    @property
+    def url(self) -> str:  # type: ignore[override]
+        return f"http://{self.s.bind_host}:{self.s.mlflow_port}"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "mlflow", "server",
+            "--host", self.s.bind_host,
+            "--port", str(self.port),
+            "--backend-store-uri", f"sqlite:///{self.dir / 'mlflow.db'}",
+            "--artifacts-destination", str(self.dir / "artifacts"),
+            "--serve-artifacts",
+            "--workers", "1",
+        ]  # fmt: skip
+
+    def healthy(self) -> bool:
+        return _http_ok(f"{self.url}/health")
+
+
+class Prometheus(Service):
+    name = "prometheus"
+
+    @property
+    def port(self) -> int:  # type: ignore[override]
+        return self.s.prometheus_port
+
+    @property
+    def url(self) -> str:  # type: ignore[override]
+        return f"http://{self.s.bind_host}:{self.s.prometheus_port}"
+
+    def available(self) -> str | None:
+        if shutil.which("prometheus") is None:
+            return "Prometheus is not installed (optional); fix: apt-get install prometheus"
+        return None
+
+    def prepare(self) -> None:
+        rules = _repo_file("deploy/prometheus/alerts.yml")
+        lines = [
+            "global:",
+            "  scrape_interval: 5s",
+            "  evaluation_interval: 5s",
+        ]
+        if rules is not None:
+            lines += ["rule_files:", f"  - {rules}"]
+        lines += [
+            "scrape_configs:",
+            "  - job_name: prometheus",
+            "    static_configs:",
+            f"      - targets: ['{self.s.bind_host}:{self.port}']",
+            "  - job_name: anomaly-detector",
+            "    static_configs:",
+            f"      - targets: ['{self.s.bind_host}:{self.s.metrics_port}']",
+            "",
+        ]
+        (self.dir / "prometheus.yml").write_text("\n".join(lines))
+
+    def command(self) -> list[str]:
+        return [
+            "prometheus",
+            f"--config.file={self.dir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={self.dir / 'data'}",
+            f"--web.listen-address={self.s.bind_host}:{self.port}",
+            "--web.enable-lifecycle",
+        ]
+
+    def healthy(self) -> bool:
+        return _http_ok(f"{self.url}/-/ready")
+
+
+class Stack:
+    """The three services, started in order and stopped in reverse."""
+
+    def __init__(self, settings: Settings, with_prometheus: bool = True) -> None:
+        self.s = settings
+        self.services: list[Service] = [Kafka(settings), MLflow(settings)]
+        if with_prometheus:
+            self.services.append(Prometheus(settings))
+
+    def up(self, on_event: Callable[[str], None] = lambda _m: None) -> list[ServiceStatus]:
+        for svc in self.services:
+            why = svc.available()
+            if why is not None:
+                if isinstance(svc, Prometheus):
+                    on_event(f"skipping prometheus: {why}")
+                    continue
+                raise ServiceError(f"cannot start {svc.name}: {why}")
+            already = svc.pid() is not None
+            on_event(f"{svc.name}: {'already running' if already else 'starting'}")
+            try:
+                svc.start()
+                svc.wait_healthy(self.s.startup_timeout_s)
+            except ServiceError:
+                svc.stop()
+                raise
+            on_event(f"{svc.name}: healthy at {svc.url}")
+        from iot_mlops.kafka.topics import ensure_topics
+
+        created = ensure_topics(self.s)
+        if created:
+            on_event(f"created topics: {', '.join(created)}")
+        return self.status()
+
+    def down(self) -> list[str]:
+        return [svc.name for svc in reversed(self.services) if svc.stop()]
+
+    def status(self) -> list[ServiceStatus]:
+        return [svc.status() for svc in self.services]
+
+
+def _ensure_port_free(name: str, host: str, port: int, log: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            raise ServiceError(
+                f"cannot start {name}: port {host}:{port} is already in use by another process",
+                fix=f"stop that process (`ss -ltnp 'sport = :{port}'` shows it) or choose "
+                f"another port with IOT_MLOPS_{name.upper()}_PORT; {name}'s log is {log}",
+            ) from None
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log written)"
+
+
+def _repo_file(rel: str) -> Path | None:
+    """A file of the source checkout (deploy/…), when running from one."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent / rel
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

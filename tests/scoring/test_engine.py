@@ -1,0 +1,156 @@
+"""The engine's batching, alignment and state rules, with a tiny deterministic stand-in model
+(a pure unit; the real AutoGluon model is exercised in the detector integration tests)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from iot_mlops.events import Reading
+from iot_mlops.scoring.alarms import AlarmPolicy
+from iot_mlops.scoring.calibrate import Calibration
+from iot_mlops.scoring.engine import Engine
+from iot_mlops.scoring.state import Outcome
+
+pytestmark = pytest.mark.unit
+
+STEP = 60_000
+T0 = 1_795_665_600_000  # a multiple of the block size below
+
+
+class LastValueModel:
+    """Forecasts the last non-NaN value with a ±1 interval; records its calls."""
+
+    version = "7"
+    freq = "min"
+    prediction_length = 4
+    context_length = 16
+    calibration = Calibration(threshold=1.0)
+
+    def __init__(self) -> None:
+        self.calls: list[pd.DataFrame] = []
+
+    def forecast(self, context: pd.DataFrame) -> pd.DataFrame:
+        self.calls.append(context)
+        rows = []
+        for item, g in context.groupby("item_id", sort=False):
+            last = g["target"].ffill().iloc[-1]
+            t = g["timestamp"].iloc[-1]
+            for h in range(1, self.prediction_length + 1):
+                rows.append(
+                    {"item_id": item, "timestamp": t + pd.Timedelta(minutes=h),
+                     "mean": last, "0.5": last, "0.01": last - 1, "0.99": last + 1}
+                )  # fmt: skip
+        return pd.DataFrame(rows)
+
+
+def reading(dev: str, step: int, value: float, jitter_ms: int = 0) -> Reading:
+    return Reading(dev, "pump", "temperature", value, T0 + step * STEP + jitter_ms)
+
+
+def engine(min_history: int = 3) -> tuple[Engine, LastValueModel]:
+    m = LastValueModel()
+    return Engine(m, AlarmPolicy(), min_history=min_history), m
+
+
+def test_warm_up_then_scored_and_spike_flagged() -> None:
+    eng, _ = engine()
+    rs = [reading("a", i, 10.0) for i in range(3)] + [reading("a", 3, 10.2), reading("a", 4, 30.0)]
+    out = eng.process(rs)
+    assert [r.outcome for r in out] == [Outcome.WARMING_UP] * 3 + [Outcome.SCORED] * 2
+    assert out[3].scored is not None and not out[3].scored.alarm
+    assert out[4].scored is not None and out[4].scored.alarm and out[4].scored.score > 0.9
+    assert out[4].scored.model_version == "7"
+    # The spike entered the context as the forecast (10.2, the last value), not as 30.
+    assert list(eng.series["a/temperature"].values)[-1] == 10.2
+
+
+def test_one_model_call_per_round_for_all_series() -> None:
+    eng, model = engine()
+    devs = [f"d{i}" for i in range(50)]
+    warm = [reading(d, s, 5.0) for s in range(3) for d in devs]
+    eng.process(warm)
+    assert model.calls == []
+    batch = [reading(d, 3, 5.0) for d in devs]  # every series needs its first forecast
+    eng.process(batch)
+    assert len(model.calls) == 1 and model.calls[0]["item_id"].nunique() == 50
+
+
+def test_forecasts_refresh_on_absolute_blocks() -> None:
+    """Two engines that see the log split differently score each reading identically."""
+    rs = [reading("a", i, float(i % 5)) for i in range(40)]
+    e1, _ = engine()
+    e2, _ = engine()
+    whole = e1.process(rs)
+    parts = e2.process(rs[:13]) + e2.process(rs[13:27]) + e2.process(rs[27:])
+    assert [r.scored for r in whole] == [r.scored for r in parts]
+
+
+def test_duplicates_late_and_jitter() -> None:
+    eng, _ = engine()
+    out = eng.process(
+        [reading("a", 0, 1.0), reading("a", 1, 1.0, jitter_ms=2_000), reading("a", 1, 1.0),
+         reading("a", 0, 1.0), reading("a", 2, 1.0)]
+    )  # fmt: skip
+    assert [r.outcome for r in out] == [
+        Outcome.WARMING_UP, Outcome.WARMING_UP, Outcome.DUPLICATE, Outcome.LATE, Outcome.WARMING_UP,
+    ]  # fmt: skip
+
+
+def test_gaps_become_nan_and_long_outages_reset() -> None:
+    eng, model = engine()
+    eng.process([reading("a", i, 1.0) for i in range(3)])
+    out = eng.process([reading("a", 10, 1.0)])  # a 7-step gap: scored against a fresh forecast
+    assert out[0].outcome is Outcome.SCORED
+    ctx = model.calls[-1]
+    assert ctx["target"].isna().sum() == 7 and ctx["timestamp"].iloc[-1] == pd.Timestamp(
+        T0 + 9 * STEP, unit="ms"
+    )
+    out = eng.process([reading("a", 100, 1.0)])  # longer than the context: start over
+    assert out[0].outcome is Outcome.WARMING_UP
+    assert np.isnan(list(eng.series["a/temperature"].values)).sum() == 0
+
+
+def test_model_swap_drops_cached_forecasts() -> None:
+    eng, _ = engine()
+    eng.process([reading("a", i, 1.0) for i in range(4)])
+    assert eng.series["a/temperature"].forecast is not None
+    new = LastValueModel()
+    new.version = "8"
+    eng.set_model(new)
+    assert eng.series["a/temperature"].forecast is None
+    out = eng.process([reading("a", 4, 1.0)])
+    assert out[0].scored is not None and out[0].scored.model_version == "8"
+
+
+def test_alarm_hygiene_min_consecutive() -> None:
+    m = LastValueModel()
+    eng = Engine(m, AlarmPolicy(min_consecutive=2), min_history=3)
+    rs = [reading("a", i, 1.0) for i in range(3)] + [reading("a", 3, 50.0), reading("a", 4, 50.0)]
+    out = eng.process(rs)
+    assert [r.scored.alarm for r in out[3:] if r.scored] == [False, True]
+
+
+def test_stuck_sensor_is_flagged() -> None:
+    m = LastValueModel()
+    m.calibration = Calibration(threshold=1.0)
+    eng = Engine(m, AlarmPolicy(), min_history=3, accept_after=5)
+    wobble = [10.0, 10.5, 9.6, 10.2, 9.9, 10.4, 9.7, 10.1, 9.8, 10.3] * 3
+    rs = [reading("a", i, v) for i, v in enumerate(wobble)]
+    stuck = [reading("a", 30 + i, 10.1) for i in range(14)]
+    out = eng.process(rs + stuck)
+    flags = [r.scored.alarm for r in out[30:] if r.scored]
+    # Within tolerance of the forecast, but the 10th exact repeat makes a stuck sensor.
+    assert flags[:10] == [False] * 10 and flags[10] and flags[11]
+
+
+def test_level_shift_is_one_anomaly_then_the_new_level_is_normal() -> None:
+    m = LastValueModel()
+    eng = Engine(m, AlarmPolicy(), min_history=3, accept_after=3)
+    base = [reading("a", i, 10.0 + 0.1 * (i % 2)) for i in range(8)]
+    shifted = [reading("a", 8 + i, 20.0 + 0.1 * (i % 2)) for i in range(12)]
+    out = eng.process(base + shifted)
+    flags = [bool(r.scored and r.scored.alarm) for r in out[8:]]
+    # The first points of the shift alarm; once accepted, the new level is normal.
+    assert flags[0] and not any(flags[6:])
