@@ -89,7 +89,7 @@ def committed_total(s: Settings, parts: int) -> int:
 def latency_buckets(det: Detector) -> dict[float, float]:
     """Cumulative bucket counts of the detector's latency histogram."""
     out: dict[float, float] = {}
-    for metric in det.m.detection_latency.collect():
+    for metric in det.metrics.detection_latency.collect():
         for smp in metric.samples:
             if smp.name.endswith("_bucket"):
                 out[float(smp.labels["le"])] = smp.value

@@ -147,7 +147,7 @@ class RunningDetector:
             raise self.error
 
     def metric(self, name: str, **labels: str) -> float:
-        v = self.detector.m.registry.get_sample_value(name, labels or None)
+        v = self.detector.metrics.registry.get_sample_value(name, labels or None)
         return 0.0 if v is None else v
 
 

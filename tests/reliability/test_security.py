@@ -235,7 +235,7 @@ def test_kafka_client_config_passes_through_to_every_client(
     from confluent_kafka import TopicPartition
 
     from iot_mlops.data import collect, simulate
-    from iot_mlops.detector import runner
+    from iot_mlops.detector import restore, runner, transaction
     from iot_mlops.kafka import topics
 
     monkeypatch.setenv("IOT_MLOPS_KAFKA_CLIENT_CONFIG", json.dumps(SASL))
@@ -245,7 +245,8 @@ def test_kafka_client_config_passes_through_to_every_client(
 
     rec = _Recorder()
     monkeypatch.setattr(runner, "Consumer", rec)
-    monkeypatch.setattr(runner, "Producer", rec)
+    monkeypatch.setattr(transaction, "Producer", rec)
+    monkeypatch.setattr(restore, "Consumer", rec)
     monkeypatch.setattr(collect, "Consumer", rec)
     monkeypatch.setattr(topics, "AdminClient", rec)
     monkeypatch.setattr(confluent_kafka, "Producer", rec)  # the simulator imports it lazily

@@ -1,0 +1,280 @@
+"""The detector's batch step: consumed messages in, records to publish and metric deltas out.
+
+Pure apart from the engine it drives: no Kafka objects (the runner hands over plain
+``Incoming`` values), no metrics registry (the runner applies the ``MetricDeltas``). What one
+published record looks like is decided in one place each: ``anomaly_record`` and
+``score_record``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import orjson
+
+from iot_mlops.config import Settings
+from iot_mlops.detector.metrics import DetectorMetrics
+from iot_mlops.events import AnomalyEvent, Reading, ReadingError, decode_reading, encode_anomaly
+from iot_mlops.scoring.engine import Engine, Result
+
+log = logging.getLogger("iot_mlops.detector")
+
+Partition = tuple[str, int]  # (topic, partition)
+Record = tuple[bytes, bytes]  # (key, value)
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One consumed message, as plain values."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int  # the Kafka timestamp; <= 0 when the message has none
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    message: Incoming
+    error: ReadingError
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        m, e = self.message, self.error
+        return [
+            ("reason", e.reason.encode()),
+            ("detail", e.detail[:500].encode("utf-8", "replace")),
+            ("source.topic", m.topic.encode()),
+            ("source.partition", str(m.partition).encode()),
+            ("source.offset", str(m.offset).encode()),
+        ]
+
+
+@dataclass(frozen=True)
+class ModelStamp:
+    """Which model decided, and when: stamped on every anomaly event."""
+
+    model_name: str
+    model_alias: str
+    model_version: str  # the engine's current version (used when a score carries none)
+    detection_time_ms: int
+
+
+@dataclass(frozen=True)
+class SeriesGauge:
+    series_id: str
+    device_id: str
+    metric_name: str
+    actual: float
+    predicted: float
+    lower: float
+    upper: float
+    score: float
+
+
+@dataclass
+class MetricDeltas:
+    """What the batch changes in the metrics. ``observed``: applied before the commit (as
+    scores are seen); ``committed``: applied once the transaction is committed, so a redone
+    batch is not counted twice."""
+
+    scores: list[tuple[str, str, float]] = field(default_factory=list)  # (type, metric, score)
+    true_positives: Tally[tuple[str, str]] = field(default_factory=Tally)
+    false_positives: Tally[tuple[str, str]] = field(default_factory=Tally)
+    false_negatives: Tally[tuple[str, str]] = field(default_factory=Tally)
+    series: list[SeriesGauge] = field(default_factory=list)
+    outcomes: Tally[tuple[str, str, str]] = field(default_factory=Tally)
+    anomalies: Tally[tuple[str, str]] = field(default_factory=Tally)
+    dead_letters: Tally[str] = field(default_factory=Tally)
+    stamps_ms: list[int] = field(default_factory=list)  # Kafka timestamps of the messages
+
+
+@dataclass
+class BatchOutput:
+    anomalies: list[Record] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    scores: list[Record] = field(default_factory=list)
+    offsets: dict[Partition, int] = field(default_factory=dict)  # next offset to consume
+    series: dict[Partition, set[str]] = field(default_factory=dict)  # series seen per partition
+    deltas: MetricDeltas = field(default_factory=MetricDeltas)
+
+
+@dataclass
+class _Decoded:
+    readings: list[Reading] = field(default_factory=list)
+    sources: list[tuple[int, int]] = field(default_factory=list)  # (partition, offset)
+
+
+def process_batch(
+    messages: Iterable[Incoming],
+    engine: Engine,
+    settings: Settings,
+    owned: set[Partition],
+    clock: Callable[[], float] = time.time,
+) -> BatchOutput:
+    """Decode, score and build the batch's records. Messages of partitions not in ``owned``
+    (revoked while they were fetched) are skipped: their new owner scores them."""
+    out = BatchOutput()
+    decoded = _decode(messages, settings, owned, out)
+    results = engine.process(decoded.readings)
+    if settings.scores_topic:
+        out.scores = [
+            (res.reading.device_id.encode(), score_record(res, src))
+            for res, src in zip(results, decoded.sources, strict=True)
+        ]
+    stamp = ModelStamp(
+        settings.model_name, settings.model_alias, engine.version, int(clock() * 1000)
+    )
+    out.anomalies = [anomaly_record(res, stamp) for res in results if _alarm(res)]
+    _count(results, out)
+    return out
+
+
+def _decode(
+    messages: Iterable[Incoming], settings: Settings, owned: set[Partition], out: BatchOutput
+) -> _Decoded:
+    decoded = _Decoded()
+    stale = 0
+    for msg in messages:
+        key = (msg.topic, msg.partition)
+        if key not in owned:
+            # Fetched before the partition was revoked inside this consume() call: its
+            # series' state is gone and its new owner resumes from the committed offset.
+            # Scoring it here would score it from scratch (no history, so missed
+            # anomalies) and commit offsets for a partition this replica no longer owns.
+            stale += 1
+            continue
+        out.offsets[key] = msg.offset + 1
+        out.deltas.stamps_ms.append(msg.timestamp_ms)
+        try:
+            r = decode_reading(msg.value, settings.max_message_bytes)
+        except ReadingError as e:
+            out.dead_letters.append(DeadLetter(msg, e))
+            out.deltas.dead_letters[e.reason] += 1
+            continue
+        decoded.readings.append(r)
+        decoded.sources.append((msg.partition, msg.offset))
+        out.series.setdefault(key, set()).add(r.series_id)
+    if stale:
+        log.info("skipped %d message(s) of partitions revoked meanwhile", stale)
+    return decoded
+
+
+def _alarm(res: Result) -> bool:
+    return res.scored is not None and res.scored.alarm
+
+
+def _count(results: list[Result], out: BatchOutput) -> None:
+    d = out.deltas
+    for res in results:
+        r, sc = res.reading, res.scored
+        series = (r.device_type, r.metric_name)
+        d.outcomes[(*series, res.outcome.value)] += 1
+        if sc is None:
+            continue
+        d.scores.append((*series, sc.score))
+        if r.is_anomaly is not None:
+            if sc.alarm and r.is_anomaly:
+                d.true_positives[series] += 1
+            elif sc.alarm:
+                d.false_positives[series] += 1
+            elif r.is_anomaly:
+                d.false_negatives[series] += 1
+        gauge = SeriesGauge(
+            r.series_id, r.device_id, r.metric_name, r.metric_value,
+            sc.predicted, sc.lower, sc.upper, sc.score,
+        )  # fmt: skip
+        d.series.append(gauge)
+        if sc.alarm:
+            d.anomalies[series] += 1
+
+
+def anomaly_record(res: Result, stamp: ModelStamp) -> Record:
+    """The ``iot_anomalies`` record of a flagged reading."""
+    r, sc = res.reading, res.scored
+    assert sc is not None
+    ev = AnomalyEvent(
+        device_id=r.device_id, device_type=r.device_type, metric_name=r.metric_name,
+        timestamp_ms=r.timestamp_ms, actual_value=r.metric_value,
+        predicted_value=sc.predicted, lower=sc.lower, upper=sc.upper,
+        anomaly_score=round(sc.score, 6), model_name=stamp.model_name,
+        model_version=sc.model_version or stamp.model_version, model_alias=stamp.model_alias,
+        detection_time_ms=stamp.detection_time_ms, labelled_anomaly=r.is_anomaly,
+    )  # fmt: skip
+    return r.device_id.encode(), encode_anomaly(ev)
+
+
+def score_record(res: Result, source: tuple[int, int]) -> bytes:
+    """The per-reading audit record (``IOT_MLOPS_SCORES_TOPIC``); ``source`` is the reading's
+    (partition, offset)."""
+    r, sc = res.reading, res.scored
+    return orjson.dumps(
+        {
+            "source_partition": source[0],
+            "source_offset": source[1],
+            "device_id": r.device_id,
+            "metric_name": r.metric_name,
+            "timestamp_ms": r.timestamp_ms,
+            "outcome": res.outcome.value,
+            "anomaly_score": sc.score if sc else 0.0,
+            "is_anomaly": bool(sc and sc.alarm),
+            "predicted_value": sc.predicted if sc else None,
+            "lower": sc.lower if sc else None,
+            "upper": sc.upper if sc else None,
+            "model_version": sc.model_version if sc else None,
+        }
+    )
+
+
+# --- applying the deltas ------------------------------------------------------------------
+
+
+class SeriesGauges:
+    """The per-series gauges, for at most ``limit`` series (the first ones seen)."""
+
+    def __init__(self, metrics: DetectorMetrics, limit: int) -> None:
+        self.metrics, self.limit = metrics, limit
+        self.shown: set[str] = set()
+
+    def set(self, g: SeriesGauge) -> None:
+        if g.series_id not in self.shown:
+            if len(self.shown) >= self.limit:
+                return
+            self.shown.add(g.series_id)
+        m, labels = self.metrics, (g.device_id, g.metric_name)
+        m.series_actual.labels(*labels).set(g.actual)
+        m.series_predicted.labels(*labels).set(g.predicted)
+        m.series_lower.labels(*labels).set(g.lower)
+        m.series_upper.labels(*labels).set(g.upper)
+        m.series_score.labels(*labels).set(g.score)
+
+
+def apply_observed(d: MetricDeltas, m: DetectorMetrics, gauges: SeriesGauges) -> None:
+    for dtype, metric, score in d.scores:
+        m.anomaly_score.labels(dtype, metric).observe(score)
+    for tally, counter in (
+        (d.true_positives, m.true_positives),
+        (d.false_positives, m.false_positives),
+        (d.false_negatives, m.false_negatives),
+    ):
+        for labels, n in tally.items():
+            counter.labels(*labels).inc(n)
+    for g in d.series:
+        gauges.set(g)
+
+
+def apply_committed(d: MetricDeltas, m: DetectorMetrics, done_ms: float) -> None:
+    for labels, n in d.outcomes.items():
+        m.readings.labels(*labels).inc(n)
+    for labels, n in d.anomalies.items():
+        m.anomalies.labels(*labels).inc(n)
+    for reason, n in d.dead_letters.items():
+        m.dead_letters.labels(reason).inc(n)
+    for ts in d.stamps_ms:
+        if ts > 0:
+            m.detection_latency.observe(max(0.0, (done_ms - ts) / 1000))

@@ -1,0 +1,188 @@
+"""The transaction protocol: one consumed batch = one Kafka transaction.
+
+Each batch's anomalies, score records, dead letters and consumed offsets are produced in one
+transaction (``send_offsets_to_transaction``), in these steps:
+
+1. begin the transaction and produce the batch's records;
+2. send the consumed offsets, under a hard deadline (a hung call replaces the producer);
+3. commit, retrying retriable errors;
+4. on an abortable error: abort, then rewind, i.e. seek the consumer back to the committed
+   offsets and let the runner rebuild the affected series' state, so the batch is redone as
+   if the failed attempt never happened.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from iot_mlops.config import Settings
+from iot_mlops.detector.batch import BatchOutput, Partition
+from iot_mlops.detector.metrics import DetectorMetrics
+
+log = logging.getLogger("iot_mlops.detector")
+
+# How long send_offsets_to_transaction may block before the producer is taken as stuck.
+SEND_OFFSETS_DEADLINE_S = 45
+
+# Called after a rewind with the committed offsets of the partitions sought back.
+OnRewind = Callable[[list[TopicPartition]], None]
+
+
+def log_kafka_error(err: KafkaError) -> None:
+    # librdkafka reports transient broker trouble here and retries by itself.
+    level = logging.ERROR if err.fatal() else logging.WARNING
+    log.log(level, "kafka: %s", err)
+
+
+def new_producer(settings: Settings) -> Producer:
+    """A transactional, idempotent producer with its transactions initialised."""
+    s = settings
+    p = Producer(
+        {
+            **s.kafka_common(),
+            "transactional.id": f"{s.consumer_group}-{uuid.uuid4().hex[:12]}",
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "transaction.timeout.ms": s.transaction_timeout_ms,
+            "error_cb": log_kafka_error,
+        }
+    )
+    p.init_transactions(60)
+    return p
+
+
+class Transactions:
+    """Commits batches transactionally with ``consumer``'s offsets; owns the producer."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: DetectorMetrics,
+        consumer: Consumer,
+        owned: set[Partition],
+        on_rewind: OnRewind,
+    ) -> None:
+        self.settings, self.metrics, self.consumer = settings, metrics, consumer
+        self.owned = owned  # the runner's live set of assigned partitions
+        self.on_rewind = on_rewind
+        self.producer = new_producer(settings)
+
+    def commit(self, out: BatchOutput) -> None:
+        """Records + consumed offsets in one transaction; rewound if it aborts."""
+        if not out.offsets:
+            return  # nothing consumed that this replica owns (e.g. only stale messages)
+        p = self.producer
+        try:
+            p.begin_transaction()
+            self._produce(p, out)
+            offsets = [TopicPartition(t, part, off) for (t, part), off in out.offsets.items()]
+            if not self._send_offsets(p, offsets):
+                self._replace_hung_producer(list(out.offsets))
+                return
+            self._commit_transaction(p)
+            self.metrics.transactions.labels(result="committed").inc()
+        except KafkaException as e:
+            err: KafkaError = e.args[0]
+            if err.txn_requires_abort():
+                log.warning(
+                    "transaction aborted (%s); redoing the batch from committed offsets", err
+                )
+                p.abort_transaction(60)
+                self.metrics.transactions.labels(result="aborted").inc()
+                self.rewind(list(out.offsets))
+                return
+            raise
+
+    def _produce(self, p: Producer, out: BatchOutput) -> None:
+        s = self.settings
+        for key, value in out.anomalies:
+            p.produce(s.anomalies_topic, value=value, key=key)
+        for key, value in out.scores:
+            p.produce(s.scores_topic, value=value, key=key)
+        for dl in out.dead_letters:
+            p.produce(s.dlq_topic, value=dl.message.value, key=dl.message.key, headers=dl.headers())
+
+    def _replace_hung_producer(self, partitions: list[Partition]) -> None:
+        # librdkafka can block in send_offsets_to_transaction() forever, past its
+        # timeout, when the group coordinator goes away mid-transaction (seen here
+        # with a single broker restarted; confluentinc/librdkafka#5456, #5511). The
+        # stuck call is left to its daemon thread with its producer, whose open
+        # transaction never commits (the broker aborts it after
+        # transaction.timeout.ms), and a fresh producer redoes the batch from the
+        # committed offsets.
+        log.error(
+            "sending offsets to the transaction hung for %ds; replacing the producer "
+            "and redoing the batch from committed offsets", SEND_OFFSETS_DEADLINE_S,
+        )  # fmt: skip
+        self.metrics.transactions.labels(result="aborted").inc()
+        self.producer = new_producer(self.settings)
+        self.rewind(partitions)
+
+    def _send_offsets(self, p: Producer, offsets: list[TopicPartition]) -> bool:
+        """``send_offsets_to_transaction`` with a hard deadline per call (False if a call
+        hung) and retries of retriable errors: with the broker away (a restart) the call fails
+        with e.g. ``_TRANSPORT``, which librdkafka documents as retriable, not as fatal."""
+        give_up = time.monotonic() + self.settings.transaction_timeout_ms / 1000 + 60
+        for attempt in itertools.count():
+            meta = self.consumer.consumer_group_metadata()
+            failed: list[KafkaException] = []
+
+            def call(meta: object = meta, failed: list = failed) -> None:
+                try:
+                    p.send_offsets_to_transaction(offsets, meta, SEND_OFFSETS_DEADLINE_S * 2 / 3)
+                except KafkaException as e:  # re-raised in the runner's thread
+                    failed.append(e)
+
+            t = threading.Thread(target=call, name="send-offsets", daemon=True)
+            t.start()
+            t.join(SEND_OFFSETS_DEADLINE_S)
+            if t.is_alive():
+                return False
+            if not failed:
+                return True
+            err: KafkaError = failed[0].args[0]
+            if err.txn_requires_abort() or not err.retriable() or time.monotonic() > give_up:
+                raise failed[0]
+            log.warning("sending offsets to the transaction failed (%s); retrying", err)
+            time.sleep(min(5.0, 0.2 * 2**attempt))
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _commit_transaction(p: Producer) -> None:
+        for attempt in range(10):
+            try:
+                p.commit_transaction(60)
+                return
+            except KafkaException as e:
+                if e.args[0].retriable() and attempt < 9:
+                    time.sleep(min(5.0, 0.2 * 2**attempt))
+                    continue
+                raise
+
+    def rewind(self, partitions: list[Partition]) -> None:
+        """After an abort: back to the committed offsets, with state rebuilt to match."""
+        # Partitions lost meanwhile (e.g. the session timed out while the broker was away)
+        # cannot be seeked; they were dropped and resume from the committed offsets when
+        # they are assigned again.
+        partitions = [tp for tp in partitions if tp in self.owned]
+        if not partitions:
+            return
+        tps = [TopicPartition(t, p) for t, p in partitions]
+        committed = self.consumer.committed(tps, timeout=30)
+        for tp in committed:
+            if tp.offset >= 0:
+                self.consumer.seek(tp)
+            else:
+                self.consumer.seek(TopicPartition(tp.topic, tp.partition, -2))  # OFFSET_BEGINNING
+        self.on_rewind(committed)
+
+    def close(self) -> None:
+        self.producer.flush(10)

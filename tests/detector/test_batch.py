@@ -1,0 +1,169 @@
+"""The detector's batch step as a pure function, driven by a fake engine (no Kafka)."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from iot_mlops.config import Settings
+from iot_mlops.detector.batch import (
+    Incoming,
+    ModelStamp,
+    SeriesGauges,
+    anomaly_record,
+    apply_committed,
+    apply_observed,
+    process_batch,
+)
+from iot_mlops.detector.metrics import DetectorMetrics
+from iot_mlops.events import Reading, encode_reading
+from iot_mlops.scoring.engine import Result
+from iot_mlops.scoring.state import Outcome, Scored
+
+pytestmark = pytest.mark.unit
+
+TOPIC = "in"
+T0 = 1_795_665_600_000
+
+
+class FakeEngine:
+    """Scores a reading as an alarm when its value is over 100; the first reading of a
+    series only warms up. Records what it was given."""
+
+    version = "3"
+
+    def __init__(self) -> None:
+        self.series: dict[str, int] = {}
+        self.calls: list[list[Reading]] = []
+
+    def process(self, readings: list[Reading]) -> list[Result]:
+        self.calls.append(list(readings))
+        out = []
+        for r in readings:
+            seen = self.series.get(r.series_id, 0)
+            self.series[r.series_id] = seen + 1
+            if seen == 0:
+                out.append(Result(r, Outcome.WARMING_UP))
+                continue
+            alarm = r.metric_value > 100
+            sc = Scored(
+                deviation=1.0, predicted=50.0, lower=40.0, upper=60.0,
+                score=0.99 if alarm else 0.1, outlier=alarm, alarm=alarm,
+                model_version="" if r.device_id == "old" else "2",
+            )  # fmt: skip
+            out.append(Result(r, Outcome.SCORED, sc))
+        return out
+
+    def warming_up(self) -> int:
+        return 0
+
+
+def reading(device: str, value: float, step: int, labelled: bool | None = None) -> Reading:
+    return Reading(device, "pump", "temperature", value, T0 + step * 60_000, labelled)
+
+
+def message(partition: int, offset: int, value: bytes, key: bytes = b"k") -> Incoming:
+    return Incoming(TOPIC, partition, offset, key, value, T0 + offset)
+
+
+def batch(*items: tuple[int, Reading | bytes]) -> list[Incoming]:
+    offsets: dict[int, int] = {}
+    out = []
+    for part, item in items:
+        off = offsets[part] = offsets.get(part, -1) + 1
+        value = encode_reading(item) if isinstance(item, Reading) else item
+        out.append(message(part, off, value))
+    return out
+
+
+OWNED = {(TOPIC, 0), (TOPIC, 1)}
+
+
+def settings(**kw: object) -> Settings:
+    return Settings().with_overrides(model_name="M", model_alias="production", **kw)
+
+
+def test_anomalies_offsets_and_series_per_partition() -> None:
+    msgs = batch(
+        (0, reading("a", 1.0, 0)), (0, reading("a", 500.0, 1, True)),
+        (1, reading("b", 1.0, 0)), (1, reading("b", 2.0, 1, True)),
+    )  # fmt: skip
+    out = process_batch(msgs, FakeEngine(), settings(), OWNED, clock=lambda: 1000.0)
+    assert out.offsets == {(TOPIC, 0): 2, (TOPIC, 1): 2}
+    assert out.series == {(TOPIC, 0): {"a/temperature"}, (TOPIC, 1): {"b/temperature"}}
+    assert [k for k, _v in out.anomalies] == [b"a"]
+    ev = orjson.loads(out.anomalies[0][1])
+    assert ev["actual_value"] == 500.0 and ev["model_name"] == "M"
+    assert ev["model_version"] == "2" and ev["model_alias"] == "production"
+    assert out.scores == [] and out.dead_letters == []
+    d = out.deltas
+    assert d.outcomes[("pump", "temperature", "scored")] == 2
+    assert d.outcomes[("pump", "temperature", "warming_up")] == 2
+    assert d.anomalies == {("pump", "temperature"): 1}
+    assert d.true_positives == {("pump", "temperature"): 1}
+    assert d.false_negatives == {("pump", "temperature"): 1}
+    assert not d.false_positives
+    assert [s for _t, _m, s in d.scores] == [0.99, 0.1]
+    assert len(d.stamps_ms) == 4
+
+
+def test_malformed_messages_become_dead_letters_and_still_advance_offsets() -> None:
+    msgs = batch((0, b"not json"), (0, reading("a", 1.0, 0)))
+    out = process_batch(msgs, FakeEngine(), settings(), OWNED)
+    assert out.offsets == {(TOPIC, 0): 2}
+    (dl,) = out.dead_letters
+    assert dl.error.reason == "not_json" and dl.message.offset == 0
+    headers = dict(dl.headers())
+    assert headers["reason"] == b"not_json"
+    assert headers["source.topic"] == TOPIC.encode()
+    assert headers["source.partition"] == b"0" and headers["source.offset"] == b"0"
+    assert out.deltas.dead_letters == {"not_json": 1}
+
+
+def test_messages_of_partitions_not_owned_are_skipped() -> None:
+    msgs = batch((0, reading("a", 1.0, 0)), (2, reading("c", 1.0, 0)))
+    engine = FakeEngine()
+    out = process_batch(msgs, engine, settings(), OWNED)
+    assert out.offsets == {(TOPIC, 0): 1}
+    assert [r.device_id for r in engine.calls[0]] == ["a"]
+
+
+def test_score_records_carry_every_reading_and_its_source() -> None:
+    msgs = batch((1, reading("a", 1.0, 0)), (1, reading("a", 500.0, 1)))
+    out = process_batch(msgs, FakeEngine(), settings(scores_topic="scores"), OWNED)
+    recs = [orjson.loads(v) for _k, v in out.scores]
+    assert [(r["source_partition"], r["source_offset"]) for r in recs] == [(1, 0), (1, 1)]
+    assert [r["outcome"] for r in recs] == ["warming_up", "scored"]
+    assert [r["is_anomaly"] for r in recs] == [False, True]
+    assert recs[0]["predicted_value"] is None and recs[1]["predicted_value"] == 50.0
+
+
+def test_anomaly_record_falls_back_to_the_engine_version() -> None:
+    r = reading("old", 500.0, 1)
+    (res,) = FakeEngine().process([reading("old", 1.0, 0), r])[1:]
+    key, value = anomaly_record(res, ModelStamp("M", "production", "9", 123))
+    ev = orjson.loads(value)
+    assert key == b"old" and ev["model_version"] == "9"
+
+
+def test_deltas_apply_to_the_metrics_and_gauges_are_capped() -> None:
+    msgs = batch(
+        (0, reading("a", 1.0, 0)), (0, reading("a", 500.0, 1, False)),
+        (0, reading("b", 1.0, 0)), (0, reading("b", 2.0, 1)),
+    )  # fmt: skip
+    out = process_batch(msgs, FakeEngine(), settings(), OWNED)
+    m = DetectorMetrics()
+    apply_observed(out.deltas, m, SeriesGauges(m, limit=1))
+    apply_committed(out.deltas, m, done_ms=T0 + 10_000)
+
+    def value(name: str, **labels: str) -> float | None:
+        return m.registry.get_sample_value(name, labels)
+
+    series = {"device_type": "pump", "metric_name": "temperature"}
+    assert value("iot_readings_total", outcome="scored", **series) == 2
+    assert value("iot_anomalies_total", **series) == 1
+    assert value("iot_live_false_positives_total", **series) == 1
+    assert value("iot_anomaly_score_count", **series) == 2
+    assert value("iot_detection_latency_seconds_count") == 4
+    assert value("iot_series_actual_value", device_id="a", metric_name="temperature") == 500.0
+    assert value("iot_series_actual_value", device_id="b", metric_name="temperature") is None
