@@ -23,7 +23,8 @@ from iot_mlops.evaluation.corpus import (
     generate_corpus,
     simulator_corpus,
 )
-from iot_mlops.evaluation.scores import load_labels, score_corpus
+from iot_mlops.evaluation.score_report import score_corpus
+from iot_mlops.evaluation.scores import load_labels
 
 pytestmark = pytest.mark.unit
 

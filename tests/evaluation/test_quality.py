@@ -11,6 +11,7 @@ import pytest
 from rich.console import Console
 
 from iot_mlops.errors import ConfigError
+from iot_mlops.evaluation.score_report import score_corpus
 from iot_mlops.evaluation.scores import (
     PROFILES,
     Window,
@@ -19,7 +20,6 @@ from iot_mlops.evaluation.scores import (
     load_labels,
     point_metrics,
     scaled_sigmoid,
-    score_corpus,
     window_score,
 )
 

@@ -42,20 +42,29 @@ Undefined ratios (no predictions, no positives) are 0.0, as scikit-learn's
 
 from __future__ import annotations
 
-import itertools
-import json
-import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from rich.console import Console
-from rich.table import Table
 
 from iot_mlops.errors import ConfigError
+from iot_mlops.evaluation.windows import Window, WindowLike, _utc, load_labels
+
+__all__ = [
+    "DEFAULT_PROBATION",
+    "PROFILES",
+    "Metrics",
+    "Profile",
+    "Window",
+    "corpus_scores",
+    "event_metrics",
+    "load_labels",
+    "point_metrics",
+    "scaled_sigmoid",
+    "window_score",
+]
 
 
 @dataclass(frozen=True)
@@ -73,123 +82,6 @@ PROFILES: dict[str, Profile] = {
     "reward_low_fn": Profile("reward_low_fn", 1.0, 0.11, 2.0),
 }
 DEFAULT_PROBATION = 0.15
-
-
-class Window(tuple):  # type: ignore[type-arg]
-    """A ``(start, end)`` pair of UTC timestamps that also carries the anomaly ``kind``.
-
-    A tuple subclass so that it *is* the ``(start, end)`` pair of the labels contract
-    (unpacking, equality and JSON all behave as a pair); ``kind`` rides along as an attribute.
-    """
-
-    kind: str | None
-
-    def __new__(cls, start: pd.Timestamp, end: pd.Timestamp, kind: str | None = None) -> Window:
-        obj = super().__new__(cls, (start, end))
-        obj.kind = kind
-        return obj
-
-    @property
-    def start(self) -> pd.Timestamp:
-        return self[0]
-
-    @property
-    def end(self) -> pd.Timestamp:
-        return self[1]
-
-    def __repr__(self) -> str:
-        return f"Window({self[0]}, {self[1]}, kind={self.kind!r})"
-
-
-WindowLike = Sequence[Any]  # (start, end) with strings, Timestamps or datetime64
-
-
-# --------------------------------------------------------------------------------------------
-# Labels
-# --------------------------------------------------------------------------------------------
-
-
-def _utc(value: Any) -> pd.Timestamp:
-    """A timestamp as tz-aware UTC; tz-naive input is taken as UTC."""
-    ts = pd.Timestamp(value)
-    if ts is pd.NaT or pd.isna(ts):
-        raise ValueError("not a timestamp")
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
-def load_labels(path: Path) -> dict[str, list[Window]]:
-    """Read LABELS.json: ``{relpath: [[start, end] | {"start", "end", "kind"}, ...]}``.
-
-    Returns windows sorted by start (``Window`` is a ``(start, end)`` tuple of UTC
-    ``pd.Timestamp`` with a ``kind`` attribute). Windows of one file must not overlap: NAB
-    merges overlapping windows, but silently merging would also merge their kinds, so we ask
-    the user to do it."""
-    path = Path(path)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"labels file {path} not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read labels file {path}: {e}") from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"labels file {path} is not valid JSON: {e}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            f"labels file {path} must hold a JSON object mapping each CSV's relative path "
-            f"to a list of [start, end] windows, got {type(raw).__name__}"
-        )
-    labels: dict[str, list[Window]] = {}
-    for rel, entries in raw.items():
-        key = Path(rel).as_posix()  # tolerate "a\\b.csv"-free but "./a/b.csv"-style keys
-        if key in labels:
-            raise ConfigError(f"labels file {path}: {rel!r} is listed twice")
-        if not isinstance(entries, list):
-            raise ConfigError(
-                f"labels file {path}: the entry of {rel!r} must be a list of windows, "
-                f"got {type(entries).__name__}"
-            )
-        windows = [_parse_window(path, rel, i, e) for i, e in enumerate(entries)]
-        windows.sort(key=lambda w: (w[0], w[1]))
-        for a, b in itertools.pairwise(windows):
-            if b[0] <= a[1]:
-                raise ConfigError(
-                    f"labels file {path}: windows of {rel!r} overlap "
-                    f"([{a[0]}, {a[1]}] and [{b[0]}, {b[1]}])",
-                    fix="merge overlapping windows into one",
-                )
-        labels[key] = windows
-    return labels
-
-
-def _parse_window(path: Path, rel: str, i: int, entry: Any) -> Window:
-    where = f"labels file {path}: {rel!r} window #{i}"
-    kind: str | None = None
-    if isinstance(entry, dict):
-        missing = {"start", "end"} - entry.keys()
-        if missing:
-            raise ConfigError(f"{where} lacks {', '.join(sorted(missing))}: {entry!r}")
-        start_raw, end_raw = entry["start"], entry["end"]
-        if entry.get("kind") is not None:
-            kind = str(entry["kind"])
-    elif isinstance(entry, list | tuple) and len(entry) == 2:
-        start_raw, end_raw = entry
-    else:
-        raise ConfigError(
-            f'{where} must be [start, end] or {{"start": .., "end": .., "kind": ..}}, got {entry!r}'
-        )
-    try:
-        # Strings only: a bare number would be ambiguous (seconds? milliseconds?).
-        if not isinstance(start_raw, str) or not isinstance(end_raw, str):
-            raise ValueError
-        start, end = _utc(start_raw), _utc(end_raw)
-    except (ValueError, TypeError, OverflowError):
-        raise ConfigError(
-            f"{where} has an unreadable timestamp: {entry!r}",
-            fix='use ISO 8601, e.g. "2026-01-01 00:00:00" (tz-naive means UTC)',
-        ) from None
-    if start > end:
-        raise ConfigError(f"{where} starts after it ends: {entry!r}")
-    return Window(start, end, kind)
 
 
 # --------------------------------------------------------------------------------------------
@@ -473,214 +365,11 @@ def event_metrics(
     return _event_metrics(_prepare(timestamps, flags, windows, probation_rows))[0]
 
 
-# --------------------------------------------------------------------------------------------
-# Corpus report
-# --------------------------------------------------------------------------------------------
+def __getattr__(name: str) -> Any:
+    """The corpus report lives in ``score_report`` (it builds on this module); its names stay
+    importable from here."""
+    if name in ("ScoreReport", "FileScore", "KindStats", "score_corpus"):
+        from iot_mlops.evaluation import score_report
 
-
-@dataclass
-class FileScore:
-    rows: int
-    scored_rows: int
-    flagged: int  # flagged scored rows
-    windows: int  # scorable windows
-    skipped_windows: int
-    raw: dict[str, float]
-    null: dict[str, float]
-    perfect: dict[str, float]
-    point: Metrics
-    event: Metrics
-
-    def normalised(self, profile: str) -> float | None:
-        return _normalise(self.raw[profile], self.null[profile], self.perfect[profile])
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "rows": self.rows,
-            "scored_rows": self.scored_rows,
-            "flagged": self.flagged,
-            "windows": self.windows,
-            "skipped_windows": self.skipped_windows,
-            "scores": {p: self.normalised(p) for p in self.raw},
-            "raw": dict(self.raw),
-            "point": self.point.to_dict(),
-            "event": self.event.to_dict(),
-        }
-
-
-@dataclass
-class KindStats:
-    windows: int = 0
-    detected: int = 0
-
-    @property
-    def recall(self) -> float:
-        return _ratio(self.detected, self.windows)
-
-
-@dataclass
-class ScoreReport:
-    profiles: tuple[str, ...]
-    probation: float
-    files: dict[str, FileScore] = field(default_factory=dict)
-    kinds: dict[str, KindStats] = field(default_factory=dict)
-    unlabelled_files: list[str] = field(default_factory=list)
-
-    @property
-    def scores(self) -> dict[str, float | None]:
-        """Corpus NAB score per profile (raw scores summed before normalising)."""
-        out: dict[str, float | None] = {}
-        for p in self.profiles:
-            raw = sum(f.raw[p] for f in self.files.values())
-            null = sum(f.null[p] for f in self.files.values())
-            perfect = sum(f.perfect[p] for f in self.files.values())
-            out[p] = _normalise(raw, null, perfect)
-        return out
-
-    @property
-    def point(self) -> Metrics:
-        return sum((f.point for f in self.files.values()), Metrics())
-
-    @property
-    def event(self) -> Metrics:
-        return sum((f.event for f in self.files.values()), Metrics())
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (scores.json)."""
-        return {
-            "profiles": {p: asdict(PROFILES[p]) for p in self.profiles},
-            "probation": self.probation,
-            "scores": self.scores,
-            "point": self.point.to_dict(),
-            "event": self.event.to_dict(),
-            "totals": {
-                "files": len(self.files),
-                "rows": sum(f.rows for f in self.files.values()),
-                "scored_rows": sum(f.scored_rows for f in self.files.values()),
-                "flagged": sum(f.flagged for f in self.files.values()),
-                "windows": sum(f.windows for f in self.files.values()),
-                "skipped_windows": sum(f.skipped_windows for f in self.files.values()),
-            },
-            "kinds": {
-                k: {"windows": s.windows, "detected": s.detected, "recall": s.recall}
-                for k, s in sorted(self.kinds.items())
-            },
-            "unlabelled_files": list(self.unlabelled_files),
-            "files": {rel: f.to_dict() for rel, f in sorted(self.files.items())},
-        }
-
-    def tables(self, per_file: bool = False) -> list[Table]:
-        """Rich tables: summary per profile, point/event metrics, recall per kind, and
-        optionally one row per file."""
-        fmt = _fmt
-        summary = Table(title="Window score (NAB-style, 0 = never fires, 100 = perfect)")
-        summary.add_column("profile")
-        summary.add_column("score", justify="right")
-        for p, s in self.scores.items():
-            summary.add_row(p, fmt(s))
-
-        pr = Table(title="Precision / recall / F1")
-        for col in ("view", "precision", "recall", "F1", "TP", "FP", "FN"):
-            pr.add_column(col, justify="left" if col == "view" else "right")
-        for name, m in (("point-wise", self.point), ("event-wise", self.event)):
-            pr.add_row(
-                name, fmt(m.precision), fmt(m.recall), fmt(m.f1), str(m.tp), str(m.fp), str(m.fn)
-            )
-        out = [summary, pr]
-
-        if self.kinds:
-            kt = Table(title="Recall per anomaly kind (event-wise)")
-            for col in ("kind", "windows", "detected", "recall"):
-                kt.add_column(col, justify="left" if col == "kind" else "right")
-            for k, s in sorted(self.kinds.items()):
-                kt.add_row(k, str(s.windows), str(s.detected), fmt(s.recall))
-            out.append(kt)
-
-        if per_file:
-            ft = Table(title="Per file")
-            ft.add_column("file")
-            for col in ("rows", "windows", "flagged", *self.profiles, "point F1", "event F1"):
-                ft.add_column(col, justify="right")
-            for rel, f in sorted(self.files.items()):
-                ft.add_row(
-                    rel,
-                    str(f.rows),
-                    str(f.windows),
-                    str(f.flagged),
-                    *(fmt(f.normalised(p)) for p in self.profiles),
-                    fmt(f.point.f1),
-                    fmt(f.event.f1),
-                )
-            out.append(ft)
-        return out
-
-    def render(self, console: Console | None = None, per_file: bool = False) -> None:
-        console = console or Console()
-        for t in self.tables(per_file):
-            console.print(t)
-
-
-def _fmt(x: float | None) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "n/a"
-    return f"{x:.1f}" if abs(x) > 1.0 else f"{x:.3f}"
-
-
-def _timestamps_of(df: pd.DataFrame, rel: str) -> np.ndarray:
-    if "timestamp" not in df or "is_anomaly" not in df:
-        raise ConfigError(f"result {rel!r} needs the columns timestamp and is_anomaly")
-    col = df["timestamp"]
-    try:
-        return _ns(col).view("datetime64[ns]")
-    except (ValueError, TypeError) as e:
-        raise ConfigError(f"result {rel!r} has unreadable timestamps: {e}") from None
-
-
-def score_corpus(
-    results: Mapping[str, pd.DataFrame],
-    labels: Mapping[str, Sequence[WindowLike]],
-    probation: float = DEFAULT_PROBATION,
-    profiles: Iterable[str] = tuple(PROFILES),
-) -> ScoreReport:
-    """Score every result (``timestamp``, ``is_anomaly`` columns, rows in input order) against
-    the labels. A result without a labels entry has no anomaly windows (listed in
-    ``unlabelled_files``); a labels entry without a result is an error."""
-    if not 0.0 <= probation < 1.0:
-        raise ConfigError(f"probation must be in [0, 1), got {probation}")
-    profs = tuple(_profile(p).name for p in profiles)
-    missing = sorted(set(labels) - set(results))
-    if missing:
-        raise ConfigError(
-            f"labels name {len(missing)} file(s) with no result: {', '.join(missing[:5])}"
-        )
-    report = ScoreReport(profs, probation)
-    for rel in sorted(results):
-        df = results[rel]
-        ts = _timestamps_of(df, rel)
-        flags = df["is_anomaly"].to_numpy(dtype=bool, na_value=False)
-        if rel not in labels:
-            report.unlabelled_files.append(rel)
-        wins = _sorted_windows(labels.get(rel, []))
-        prob_rows = math.floor(probation * len(ts))
-        p = _prepare(ts, flags, wins, prob_rows)
-        n_win = len(p.scorable)
-        raws = {name: _raw_window_score(p, _profile(name))[0] for name in profs}
-        event, detected = _event_metrics(p)
-        report.files[rel] = FileScore(
-            rows=p.n,
-            scored_rows=int(np.count_nonzero(p.scored)),
-            flagged=int(np.count_nonzero(p.flags)),
-            windows=n_win,
-            skipped_windows=p.n_windows - n_win,
-            raw=raws,
-            null={name: -_profile(name).a_fn * n_win for name in profs},
-            perfect={name: _profile(name).a_tp * n_win for name in profs},
-            point=_point_metrics(p),
-            event=event,
-        )
-        for w in p.scorable:
-            kind = getattr(wins[w], "kind", None) or "unknown"
-            ks = report.kinds.setdefault(kind, KindStats())
-            ks.windows += 1
-            ks.detected += int(detected[w])
-    return report
+        return getattr(score_report, name)
+    raise AttributeError(name)

@@ -1,0 +1,110 @@
+"""SKAB's two metrics, computed for every corpus (pure, no I/O).
+
+* **Outlier detection**: every scored row (after the training rows) is one binary decision,
+  pooled over all files: the prediction is "in episode" (``in_episode``), the truth is "in a
+  labelled window". ``F1 = 2 TP / (2 TP + FP + FN)``, false-alarm rate ``FAR = FP / (FP + TN)``,
+  missed-alarm rate ``MAR = FN / (FN + TP)`` (fractions; SKAB's board prints them in per cent).
+* **Changepoint detection**: the NAB-style window score (the three profiles, the machinery of
+  ``scores``) on windows of 60 s to the right of every true changepoint (see ``windows``),
+  where the detector's changepoints are the rows at which an episode opens or closes.
+
+Undefined ratios are 0.0 (as in ``scores``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from iot_mlops.evaluation.scores import _prepare, _profile, _ratio, _raw_window_score
+from iot_mlops.evaluation.windows import changepoint_windows
+
+
+@dataclass(frozen=True)
+class Outliers:
+    """Row counts of the outlier-detection view; addable, so corpus totals are pooled."""
+
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    tn: int = 0
+
+    @property
+    def f1(self) -> float:
+        return _ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn)
+
+    @property
+    def far(self) -> float:
+        return _ratio(self.fp, self.fp + self.tn)
+
+    @property
+    def mar(self) -> float:
+        return _ratio(self.fn, self.fn + self.tp)
+
+    def __add__(self, other: Outliers) -> Outliers:
+        return Outliers(
+            self.tp + other.tp, self.fp + other.fp, self.fn + other.fn, self.tn + other.tn
+        )
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {"f1": self.f1, "far": self.far, "mar": self.mar, **self.counts()}
+
+    def counts(self) -> dict[str, int]:
+        return {"tp": self.tp, "fp": self.fp, "fn": self.fn, "tn": self.tn}
+
+
+def outliers(scored: np.ndarray, positive: np.ndarray, predicted: np.ndarray) -> Outliers:
+    """Counts over the rows where ``scored``: truth ``positive``, prediction ``predicted``."""
+    s = np.asarray(scored, dtype=bool)
+    pos = np.asarray(positive, dtype=bool) & s
+    neg = ~np.asarray(positive, dtype=bool) & s
+    pred = np.asarray(predicted, dtype=bool)
+    return Outliers(
+        tp=int(np.count_nonzero(pred & pos)),
+        fp=int(np.count_nonzero(pred & neg)),
+        fn=int(np.count_nonzero(~pred & pos)),
+        tn=int(np.count_nonzero(~pred & neg)),
+    )
+
+
+@dataclass
+class ChangepointScore:
+    """One file's changepoint score: raw, null and perfect per profile (summed over a corpus
+    before normalising, as NAB does), and the windows."""
+
+    raw: dict[str, float]
+    null: dict[str, float]
+    perfect: dict[str, float]
+    windows: int  # scorable changepoint windows
+    detected: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "raw": dict(self.raw),
+            "windows": self.windows,
+            "detected": self.detected,
+        }
+
+
+def changepoint_score(
+    ts_ns: np.ndarray,
+    changes: np.ndarray,
+    windows: list[Any],
+    probation_rows: int,
+    profiles: tuple[str, ...],
+) -> ChangepointScore:
+    """The NAB-style score of one file's detected changepoints (``changes``: rows where an
+    episode opens or closes) against the changepoint windows of its labelled ``windows``."""
+    cp_windows = changepoint_windows(ts_ns, windows)
+    p = _prepare(ts_ns.view("datetime64[ns]"), changes, cp_windows, probation_rows)
+    n_win = len(p.scorable)
+    raw, null, perfect = {}, {}, {}
+    detected = 0
+    for name in profiles:
+        prof = _profile(name)
+        raw[name], detected, _, _ = _raw_window_score(p, prof)
+        null[name] = -prof.a_fn * n_win
+        perfect[name] = prof.a_tp * n_win
+    return ChangepointScore(raw, null, perfect, n_win, detected)
