@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from iot_mlops.config import Settings
 from iot_mlops.data.simulate import readings
 from iot_mlops.detector.runner import Detector
 from iot_mlops.events import decode_anomaly, encode_reading
+from iot_mlops.kafka import clients
 
 
 @dataclass
@@ -36,7 +37,7 @@ def produce_frame(
     settings: Settings, df: pd.DataFrame, extra: Iterable[tuple[bytes, bytes]] = ()
 ) -> int:
     """Produce the frame's readings (and extra raw (key, value) messages) in time order."""
-    p = Producer({**settings.kafka_common(), "enable.idempotence": True, "linger.ms": 5})
+    p = clients.producer(settings, **{"enable.idempotence": True, "linger.ms": 5})
     n = 0
     for r in readings(df):
         p.produce(settings.input_topic, encode_reading(r), key=r.device_id)
@@ -51,17 +52,16 @@ def produce_frame(
 
 
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    c = Consumer({**settings.kafka_common(), "group.id": f"probe-{uuid.uuid4().hex}"})
+    c = clients.consumer(settings, f"probe-{uuid.uuid4().hex}")
     try:
-        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        return {p: high for p, (_low, high) in (clients.watermarks(c, topic) or {}).items()}
     finally:
         c.close()
 
 
 def committed_offsets(settings: Settings) -> dict[int, int]:
     """The group's committed offsets; empty while the coordinator is still moving/loading."""
-    c = Consumer({**settings.kafka_common(), "group.id": settings.consumer_group})
+    c = clients.consumer(settings, settings.consumer_group)
     try:
         parts = (
             c.list_topics(settings.input_topic, timeout=10).topics[settings.input_topic].partitions
@@ -93,31 +93,7 @@ def caught_up(settings: Settings) -> bool:
 
 def read_all(settings: Settings, topic: str, timeout: float = 30.0) -> list:
     """Every committed message of ``topic`` (read_committed), up to its end offsets now."""
-    ends = end_offsets(settings, topic)
-    c = Consumer(
-        {
-            **settings.kafka_common(),
-            "group.id": f"reader-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-        }
-    )
-    c.assign([TopicPartition(topic, p, 0) for p, end in ends.items() if end > 0])
-    open_parts = {p for p, end in ends.items() if end > 0}
-    out = []
-    deadline = time.monotonic() + timeout
-    try:
-        while open_parts and time.monotonic() < deadline:
-            for m in c.consume(1000, timeout=0.5):
-                if m.error():
-                    if m.error().code() == KafkaError._PARTITION_EOF:
-                        open_parts.discard(m.partition())
-                    continue
-                out.append(m)
-    finally:
-        c.close()
-    return out
+    return clients.read_topic(settings, topic, timeout_s=timeout)
 
 
 def anomalies(settings: Settings) -> list[dict]:

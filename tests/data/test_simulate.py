@@ -26,6 +26,7 @@ from iot_mlops.data.simulate import (
 )
 from iot_mlops.errors import ServiceError
 from iot_mlops.events import decode_reading, encode_reading
+from iot_mlops.kafka import clients
 from iot_mlops.kafka.stack import free_port
 
 pytestmark = pytest.mark.unit
@@ -180,8 +181,7 @@ def test_cli_simulate_rejects_mixed_modes() -> None:
 
 def test_unreachable_kafka_is_a_clear_service_error(monkeypatch: pytest.MonkeyPatch) -> None:
     # Nothing listens on a fresh free port; the short timeout only keeps the test quick.
-    monkeypatch.setattr(sim, "METADATA_TIMEOUT_S", 1.0)
-    monkeypatch.setattr(collect_mod, "METADATA_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(clients, "METADATA_TIMEOUT_S", 1.0)
     s = Settings(kafka_bootstrap_servers=f"127.0.0.1:{free_port()}")
     with pytest.raises(ServiceError) as e:
         sim.backfill_to_kafka(s, 1, progress=False)

@@ -231,12 +231,11 @@ def _fake_model() -> SimpleNamespace:
 def test_kafka_client_config_passes_through_to_every_client(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import confluent_kafka
     from confluent_kafka import TopicPartition
 
-    from iot_mlops.data import collect, simulate
-    from iot_mlops.detector import restore, runner, transaction
-    from iot_mlops.kafka import topics
+    from iot_mlops.data import collect, simulate, sinks
+    from iot_mlops.detector import runner
+    from iot_mlops.kafka import clients, topics
 
     monkeypatch.setenv("IOT_MLOPS_KAFKA_CLIENT_CONFIG", json.dumps(SASL))
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "broker.example:9093")
@@ -244,12 +243,9 @@ def test_kafka_client_config_passes_through_to_every_client(
     assert s.kafka_common() == {"bootstrap.servers": "broker.example:9093", **SASL}
 
     rec = _Recorder()
-    monkeypatch.setattr(runner, "Consumer", rec)
-    monkeypatch.setattr(transaction, "Producer", rec)
-    monkeypatch.setattr(restore, "Consumer", rec)
-    monkeypatch.setattr(collect, "Consumer", rec)
-    monkeypatch.setattr(topics, "AdminClient", rec)
-    monkeypatch.setattr(confluent_kafka, "Producer", rec)  # the simulator imports it lazily
+    # Every client is made by iot_mlops.kafka.clients.
+    for name in ("Consumer", "Producer", "AdminClient"):
+        monkeypatch.setattr(clients, name, rec)
 
     # The detector: its consumer and its transactional producer.
     det = runner.Detector(s, resolve=lambda _s: "1", load=lambda _s, _v: _fake_model())
@@ -262,7 +258,7 @@ def test_kafka_client_config_passes_through_to_every_client(
         det._rebuild([TopicPartition(s.input_topic, 0, 100)])
     # The simulator's producer, the collector's consumer, the admin client.
     with pytest.raises(_Stop):
-        simulate._KafkaSink(s, s.input_topic, simulate.SimulationReport("live", s.input_topic))
+        sinks.KafkaSink(s, s.input_topic, simulate.SimulationReport("live", s.input_topic))
     collect._consumer(s)
     with pytest.raises(_Stop):
         topics.create_topics(s, {"t": 1})

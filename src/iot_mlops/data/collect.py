@@ -16,24 +16,23 @@ reading carries a label, else pandas' nullable ``boolean`` with <NA> for unlabel
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
 from iot_mlops.config import Settings
-from iot_mlops.data.simulate import KAFKA_LOGGER, kafka_unreachable, write_parquet_atomic
+from iot_mlops.data.sinks import write_parquet_atomic
 from iot_mlops.errors import ConfigError, ServiceError
-from iot_mlops.events import ReadingError, decode_reading, format_ts
+from iot_mlops.events import Reading, ReadingError, decode_reading, format_ts
+from iot_mlops.kafka import clients
+from iot_mlops.progress import progress_bar
 
-METADATA_TIMEOUT_S = 10.0
 # With read_committed a partition can stall below its high watermark behind an open
 # transaction; after this long without any progress we stop instead of waiting forever.
 IDLE_TIMEOUT_S = 30.0
@@ -91,42 +90,24 @@ class CollectReport:
 
 
 def _consumer(settings: Settings) -> Consumer:
-    return Consumer(
-        {
-            **settings.kafka_common(),
-            # A throwaway group that never commits: collecting must not move the detector's
-            # offsets, and two collects must not share partitions.
-            "group.id": f"iot-mlops-collect-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "isolation.level": "read_committed",
-            "auto.offset.reset": "earliest",
-            "enable.partition.eof": True,
-            "logger": KAFKA_LOGGER,
-        }
+    # A throwaway group that never commits: collecting must not move the detector's offsets,
+    # and two collects must not share partitions.
+    return clients.reader(
+        settings, "iot-mlops-collect", quiet=True, **{"enable.auto.offset.store": False}
     )
 
 
 def _end_offsets(consumer: Consumer, settings: Settings, topic: str) -> dict[int, tuple[int, int]]:
     """(low, high) watermark per partition, taken now."""
     try:
-        md = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S)
+        offsets = clients.watermarks(consumer, topic)
     except KafkaException as e:
-        raise kafka_unreachable(settings, e) from None
-    tmd = md.topics.get(topic)
-    if tmd is None or tmd.error is not None or not tmd.partitions:
+        raise clients.kafka_unreachable(settings, e) from None
+    if offsets is None:
         raise ConfigError(
             f"topic {topic} does not exist on Kafka at {settings.kafka_bootstrap_servers}",
             fix=_EMPTY_FIX,
         )
-    offsets = {}
-    for p in sorted(tmd.partitions):
-        try:
-            offsets[p] = consumer.get_watermark_offsets(
-                TopicPartition(topic, p), timeout=METADATA_TIMEOUT_S, cached=False
-            )
-        except KafkaException as e:
-            raise kafka_unreachable(settings, e) from None
     return offsets
 
 
@@ -178,80 +159,43 @@ def _read(
     progress: bool,
     console: Console | None,
 ) -> dict[str, list]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    cols: dict[str, list] = {
-        k: []
-        for k in (
-            "device_id",
-            "device_type",
-            "metric_name",
-            "metric_value",
-            "ts",
-            "is_anomaly",
-        )
-    }
-    last_progress = time.monotonic()
-    with Progress(
-        TextColumn("collect"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=console or Console(stderr=True),
-        disable=not progress,
-    ) as bar:
+    """The valid readings of the assigned partitions up to their ends in ``todo``, as
+    columns; rejected and late ones counted in ``report``."""
+    topic = settings.input_topic
+    cols: dict[str, list] = {k: [] for k in _COLUMNS}
+    with progress_bar(console, enabled=progress) as bar:
         task = bar.add_task("collect", total=total)
-        while todo:
-            msgs = consumer.consume(num_messages=5000, timeout=0.5)
-            if not msgs:
-                if time.monotonic() - last_progress > IDLE_TIMEOUT_S:
-                    report.stalled_partitions = sorted(todo)
-                    break
-                continue
-            last_progress = time.monotonic()
-            for msg in msgs:
-                p = msg.partition()
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        todo.pop(p, None)
-                        continue
-                    if err.fatal():
-                        raise ServiceError(f"reading {settings.input_topic} failed: {err}")
-                    continue  # transient: librdkafka retries; the idle timeout bounds it
-                end = todo.get(p)
-                off = msg.offset()
-                if end is None or off >= end:  # beyond the snapshot, or partition finished
-                    todo.pop(p, None)
-                    continue
-                if off >= end - 1:
-                    todo.pop(p, None)
-                report.consumed += 1
-                bar.advance(task)
-                try:
-                    r = decode_reading(msg.value(), settings.max_message_bytes)
-                except ReadingError as e:
-                    report.rejected[e.reason] += 1
-                    continue
-                if until_ms is not None and r.timestamp_ms >= until_ms:
-                    report.beyond_until += 1
-                    todo.pop(p, None)
-                    continue
-                cols["device_id"].append(r.device_id)
-                cols["device_type"].append(r.device_type)
-                cols["metric_name"].append(r.metric_name)
-                cols["metric_value"].append(r.metric_value)
-                cols["ts"].append(r.timestamp_ms)
-                cols["is_anomaly"].append(r.is_anomaly)
-            # Transaction markers take offsets without being delivered: the position tells
-            # us a partition is done even when its last offset is a control record.
-            if todo:
-                for tp in consumer.position(
-                    [TopicPartition(settings.input_topic, p) for p in todo]
-                ):
-                    if tp.offset >= 0 and tp.offset >= todo.get(tp.partition, 0):
-                        todo.pop(tp.partition, None)
+
+        def take(msg: Message) -> bool:
+            report.consumed += 1
+            bar.advance(task)
+            try:
+                r = decode_reading(msg.value(), settings.max_message_bytes)
+            except ReadingError as e:
+                report.rejected[e.reason] += 1
+                return True
+            if until_ms is not None and r.timestamp_ms >= until_ms:
+                report.beyond_until += 1
+                return False  # this partition is done: its later readings are later still
+            for name, value in zip(_COLUMNS, _row(r), strict=True):
+                cols[name].append(value)
+            return True
+
+        left = clients.read_to_end(
+            consumer, {(topic, p): end for p, end in todo.items()}, take,
+            idle_timeout_s=IDLE_TIMEOUT_S,
+            on_fatal=lambda err: ServiceError(f"reading {topic} failed: {err}"),
+        )  # fmt: skip
+        report.stalled_partitions = sorted(p for _t, p in left)
         bar.update(task, completed=total)
     return cols
+
+
+_COLUMNS = ("device_id", "device_type", "metric_name", "metric_value", "ts", "is_anomaly")
+
+
+def _row(r: Reading) -> tuple:
+    return r.device_id, r.device_type, r.metric_name, r.metric_value, r.timestamp_ms, r.is_anomaly
 
 
 def _frame(cols: dict[str, list], report: CollectReport) -> pd.DataFrame:

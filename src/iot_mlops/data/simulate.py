@@ -23,31 +23,29 @@ drift.
 
 from __future__ import annotations
 
-import logging
+import contextlib
 import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from confluent_kafka import KafkaException
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from iot_mlops.cli.progress import progress_bar
 from iot_mlops.config import Settings
-from iot_mlops.errors import ConfigError, ServiceError
-from iot_mlops.events import Reading, encode_reading
+from iot_mlops.data.sinks import KafkaSink, write_parquet_atomic
+from iot_mlops.errors import ConfigError
+from iot_mlops.events import Reading
+from iot_mlops.progress import progress_bar
 
 DAY_S = 86_400
-# How long to wait for Kafka's metadata before calling the broker unreachable.
-METADATA_TIMEOUT_S = 10.0
 COLUMNS = (
     "device_id",
     "device_type",
@@ -417,22 +415,6 @@ class SimulationReport:
         return t
 
 
-# librdkafka logs every failed connection attempt (20 a second) to stderr; route its logs to a
-# logger that stays silent unless the user configures logging, since we raise a clear error.
-KAFKA_LOGGER = logging.getLogger("iot_mlops.kafka")
-KAFKA_LOGGER.addHandler(logging.NullHandler())  # no "last resort" printing to stderr
-
-
-def kafka_unreachable(settings: Settings, detail: object) -> ServiceError:
-    if isinstance(detail, KafkaException) and detail.args:
-        err = detail.args[0]
-        detail = err.str() if hasattr(err, "str") else err
-    return ServiceError(
-        f"Kafka at {settings.kafka_bootstrap_servers} is unreachable ({detail})",
-        fix="start it with `iot-mlops stack up`, or set KAFKA_BOOTSTRAP_SERVERS",
-    )
-
-
 def floor_ms(ts_ms: int, interval_s: int) -> int:
     step = interval_s * 1000
     return ts_ms // step * step
@@ -440,77 +422,6 @@ def floor_ms(ts_ms: int, interval_s: int) -> int:
 
 def now_floored_ms(interval_s: int) -> int:
     return floor_ms(time.time_ns() // 1_000_000, interval_s)
-
-
-class _KafkaSink:
-    """An idempotent producer that counts deliveries and failures."""
-
-    def __init__(self, settings: Settings, topic: str, report: SimulationReport) -> None:
-        from confluent_kafka import Producer
-
-        self.topic = topic
-        self.report = report
-        self.producer = Producer(
-            {
-                **settings.kafka_common(),
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 20,
-                "compression.type": "lz4",
-                # Java clients' partitioner: devices producing with either client agree on
-                # which partition holds a device.
-                "partitioner": "murmur2_random",
-                # Fail a stuck delivery within a minute instead of librdkafka's five.
-                "message.timeout.ms": 60_000,
-                "error_cb": self._on_error,
-                "logger": KAFKA_LOGGER,
-            }
-        )
-        try:
-            md = self.producer.list_topics(timeout=METADATA_TIMEOUT_S)
-        except KafkaException as e:
-            raise kafka_unreachable(settings, e) from None
-        if topic not in md.topics or md.topics[topic].error is not None:
-            from iot_mlops.kafka.topics import create_topics
-
-            create_topics(settings, {topic: settings.input_partitions})
-
-    def _on_error(self, err: Any) -> None:
-        # Transient broker errors are retried by librdkafka; only delivery reports count.
-        if self.report.first_error is None and err.fatal():
-            self.report.first_error = str(err)
-
-    def _on_delivery(self, err: Any, _msg: Any) -> None:
-        if err is None:
-            self.report.delivered += 1
-        else:
-            self.report.failed += 1
-            if self.report.first_error is None:
-                self.report.first_error = str(err)
-
-    def send(self, r: Reading) -> None:
-        key = r.device_id.encode()
-        value = encode_reading(r)
-        while True:
-            try:
-                self.producer.produce(self.topic, value, key, on_delivery=self._on_delivery)
-                return
-            except BufferError:  # local queue full: let deliveries drain, then retry
-                self.producer.poll(0.05)
-
-    def poll(self) -> None:
-        self.producer.poll(0)
-
-    def flush(self, timeout_s: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while self.producer.flush(1.0) > 0:
-            if time.monotonic() > deadline:
-                left = len(self.producer)
-                self.report.failed += left
-                self.report.first_error = self.report.first_error or (
-                    f"{left} readings still queued after {timeout_s:.0f} s"
-                )
-                return
 
 
 def _progress(console: Console | None, enabled: bool) -> Progress:
@@ -569,15 +480,6 @@ def backfill_to_parquet(
     return report
 
 
-def write_parquet_atomic(df: pd.DataFrame, path: Path) -> None:
-    """Write via a temporary file, so a half-written training set never appears under the
-    real name (used by simulate and collect)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_parquet(tmp, index=False)
-    tmp.replace(path)
-
-
 def backfill_to_kafka(
     settings: Settings,
     hours: float,
@@ -592,7 +494,7 @@ def backfill_to_kafka(
     fleet = build_fleet(settings.sim_seed, settings.sim_devices)
     n_series = len(_series(fleet))
     report = SimulationReport("backfill", f"kafka {settings.input_topic}", len(fleet), n_series)
-    sink = _KafkaSink(settings, settings.input_topic, report)
+    sink = KafkaSink(settings, settings.input_topic, report)
     try:
         with _progress(console, progress) as bar:
             task = bar.add_task("backfill", total=n_steps * n_series)
@@ -627,8 +529,7 @@ def live_to_kafka(
     interval = settings.sim_interval_s
     fleet = build_fleet(settings.sim_seed, settings.sim_devices)
     n_series = len(_series(fleet))
-    natural = n_series / interval
-    rate = natural if rate is None else rate
+    rate = n_series / interval if rate is None else rate
     if rate <= 0:
         raise ConfigError(f"--rate must be positive, got {rate}")
     if duration_s is not None and duration_s <= 0:
@@ -637,59 +538,83 @@ def live_to_kafka(
     report = SimulationReport(
         "live", f"kafka {settings.input_topic} at {rate:g} readings/s", len(fleet), n_series
     )
-    sink = _KafkaSink(settings, settings.input_topic, report)
+    sink = KafkaSink(settings, settings.input_topic, report)
+    # Rounds generated at a time: cheap, and the pacing loop below is per reading anyway.
+    rounds = max(1, min(_CHUNK_STEPS, int(rate * 10 / n_series) + 1))
+    total = int(rate * duration_s) if duration_s else None
+    try:
+        with _stop_on_signals() as stop, _progress(console, progress) as bar:
+            pacer = _Pacer(rate, duration_s, stop)
+            task = bar.add_task(f"live {rate:g}/s", total=total)
+            step = 0
+            while not stop.is_set():
+                df = generate(
+                    fleet, start + step * interval * 1000, rounds, interval, settings.sim_seed,
+                    anomaly_rate=anomaly_rate,
+                )  # fmt: skip
+                step += rounds
+                done = _send_paced(df, sink, pacer, lambda n: bar.update(task, completed=n))
+                report.add(df.iloc[:done])
+                bar.update(task, completed=pacer.sent)
+    finally:
+        sink.flush()
+    report.interrupted = pacer.deadline is None or time.monotonic() < pacer.deadline
+    return report
 
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by Ctrl-C/SIGTERM (in the main thread), the previous handlers restored on
+    exit."""
     stop = threading.Event()
     previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, lambda *_a: stop.set())
-    # Rounds generated at a time: cheap, and the pacing loop below is per reading anyway.
-    rounds = max(1, min(_CHUNK_STEPS, int(rate * 10 / n_series) + 1))
-    total = int(rate * duration_s) if duration_s else None
-    sent = 0
-    t0 = time.monotonic()
-    deadline = t0 + duration_s if duration_s else None
     try:
-        with _progress(console, progress) as bar:
-            task = bar.add_task(f"live {rate:g}/s", total=total)
-            step = 0
-            while not stop.is_set():
-                df = generate(
-                    fleet,
-                    start + step * interval * 1000,
-                    rounds,
-                    interval,
-                    settings.sim_seed,
-                    anomaly_rate=anomaly_rate,
-                )
-                step += rounds
-                done_rows = 0
-                for r in readings(df):
-                    due = t0 + sent / rate
-                    while not stop.is_set():
-                        now = time.monotonic()
-                        if deadline is not None and now >= deadline:
-                            stop.set()
-                        elif due > now:
-                            sink.poll()
-                            # Short sleeps: a signal only sets a flag, so we re-check often.
-                            time.sleep(min(due - now, 0.1))
-                            continue
-                        break
-                    if stop.is_set():
-                        break
-                    sink.send(r)
-                    sent += 1
-                    done_rows += 1
-                    if sent % 100 == 0:
-                        sink.poll()
-                        bar.update(task, completed=sent)
-                report.add(df.iloc[:done_rows])
-                bar.update(task, completed=sent)
+        yield stop
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        sink.flush()
-    report.interrupted = deadline is None or time.monotonic() < deadline
-    return report
+
+
+class _Pacer:
+    """Paces readings at ``rate`` per second from now, for ``duration_s`` at most."""
+
+    def __init__(self, rate: float, duration_s: float | None, stop: threading.Event) -> None:
+        self.rate, self.stop = rate, stop
+        self.t0 = time.monotonic()
+        self.deadline = self.t0 + duration_s if duration_s else None
+        self.sent = 0
+
+    def wait_turn(self, sink: KafkaSink) -> bool:
+        """Wait until the next reading is due; False once stopped (signal or duration)."""
+        due = self.t0 + self.sent / self.rate
+        while not self.stop.is_set():
+            now = time.monotonic()
+            if self.deadline is not None and now >= self.deadline:
+                self.stop.set()
+            elif due > now:
+                sink.poll()
+                # Short sleeps: a signal only sets a flag, so we re-check often.
+                time.sleep(min(due - now, 0.1))
+                continue
+            break
+        return not self.stop.is_set()
+
+
+def _send_paced(
+    df: pd.DataFrame, sink: KafkaSink, pacer: _Pacer, on_progress: Callable[[int], object]
+) -> int:
+    """Send the frame's readings at the pacer's rate; returns how many were sent."""
+    done = 0
+    for r in readings(df):
+        if not pacer.wait_turn(sink):
+            break
+        sink.send(r)
+        pacer.sent += 1
+        done += 1
+        if pacer.sent % 100 == 0:
+            sink.poll()
+            on_progress(pacer.sent)
+    return done

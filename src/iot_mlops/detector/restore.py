@@ -8,16 +8,18 @@ from __future__ import annotations
 import logging
 import time
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from iot_mlops.config import Settings
 from iot_mlops.detector.batch import Partition
 from iot_mlops.events import Reading, ReadingError, decode_reading
+from iot_mlops.kafka import clients
 from iot_mlops.scoring.engine import Engine
 
 log = logging.getLogger("iot_mlops.detector")
 
 REPLAY_CHUNK = 5000  # readings per engine call while replaying
+READ_BACK_TIMEOUT_S = 300.0
 
 
 def rebuild(
@@ -67,39 +69,29 @@ def _read_history(
 ) -> tuple[list[Reading], dict[Partition, set[str]]]:
     """The valid readings of the read-back ranges, in log order per partition."""
     s = settings
-    reader = Consumer(
-        {
-            **s.kafka_common(),
-            "group.id": f"{s.consumer_group}-rebuild",
+    reader = clients.consumer(
+        s,
+        f"{s.consumer_group}-rebuild",
+        **{
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
             "enable.partition.eof": True,
-        }
+        },
     )
     history: list[Reading] = []
     series: dict[Partition, set[str]] = {}
+
+    def take(msg: Message) -> None:
+        try:
+            r = decode_reading(msg.value(), s.max_message_bytes)
+        except ReadingError:
+            return
+        series.setdefault((msg.topic(), msg.partition()), set()).add(r.series_id)
+        history.append(r)
+
     try:
         reader.assign(starts)
-        open_parts = set(ends)
-        deadline = time.monotonic() + 300
-        while open_parts and time.monotonic() < deadline:
-            for msg in reader.consume(5000, timeout=1.0):
-                key = (msg.topic(), msg.partition())
-                if msg.error() is not None:
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
-                        open_parts.discard(key)
-                    continue
-                if key not in open_parts or msg.offset() >= ends[key]:
-                    open_parts.discard(key)
-                    continue
-                if msg.offset() == ends[key] - 1:
-                    open_parts.discard(key)
-                try:
-                    r = decode_reading(msg.value(), s.max_message_bytes)
-                except ReadingError:
-                    continue
-                series.setdefault(key, set()).add(r.series_id)
-                history.append(r)
+        clients.read_to_end(reader, ends, take, timeout_s=READ_BACK_TIMEOUT_S, poll_s=1.0)
     finally:
         reader.close()
     return history, series

@@ -35,7 +35,7 @@ from iot_mlops.detector.batch import (
     process_batch,
 )
 from iot_mlops.detector.metrics import DetectorMetrics
-from iot_mlops.detector.transaction import Transactions, log_kafka_error
+from iot_mlops.detector.transaction import Transactions
 from iot_mlops.detector.watcher import (
     Loader,
     ModelWatcher,
@@ -43,6 +43,7 @@ from iot_mlops.detector.watcher import (
     default_loader,
     default_resolver,
 )
+from iot_mlops.kafka import clients
 from iot_mlops.scoring.alarms import AlarmPolicy
 from iot_mlops.scoring.engine import Engine, ForecasterLike
 
@@ -109,10 +110,10 @@ class Detector:
 
     def _new_consumer(self) -> Consumer:
         s = self.settings
-        return Consumer(
-            {
-                **s.kafka_common(),
-                "group.id": s.consumer_group,
+        return clients.consumer(
+            s,
+            s.consumer_group,
+            **{
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "isolation.level": "read_committed",
@@ -122,8 +123,8 @@ class Detector:
                 "max.poll.interval.ms": 600_000,
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 2_000,
-                "error_cb": log_kafka_error,
-            }
+                "error_cb": clients.log_kafka_error,
+            },
         )
 
     def _loop(self) -> None:

@@ -25,6 +25,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from iot_mlops.config import Settings
 from iot_mlops.detector.batch import BatchOutput, Partition
 from iot_mlops.detector.metrics import DetectorMetrics
+from iot_mlops.kafka import clients
 
 log = logging.getLogger("iot_mlops.detector")
 
@@ -35,25 +36,19 @@ SEND_OFFSETS_DEADLINE_S = 45
 OnRewind = Callable[[list[TopicPartition]], None]
 
 
-def log_kafka_error(err: KafkaError) -> None:
-    # librdkafka reports transient broker trouble here and retries by itself.
-    level = logging.ERROR if err.fatal() else logging.WARNING
-    log.log(level, "kafka: %s", err)
-
-
 def new_producer(settings: Settings) -> Producer:
     """A transactional, idempotent producer with its transactions initialised."""
     s = settings
-    p = Producer(
-        {
-            **s.kafka_common(),
+    p = clients.producer(
+        s,
+        **{
             "transactional.id": f"{s.consumer_group}-{uuid.uuid4().hex[:12]}",
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 5,
             "transaction.timeout.ms": s.transaction_timeout_ms,
-            "error_cb": log_kafka_error,
-        }
+            "error_cb": clients.log_kafka_error,
+        },
     )
     p.init_transactions(60)
     return p

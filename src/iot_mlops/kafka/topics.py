@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 
 from iot_mlops.config import Settings
 from iot_mlops.errors import ServiceError
-
-
-def admin_client(settings: Settings) -> AdminClient:
-    return AdminClient(settings.kafka_common())
+from iot_mlops.kafka.clients import admin as admin_client
 
 
 def create_topics(
