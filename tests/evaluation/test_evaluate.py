@@ -100,13 +100,17 @@ def test_every_row_in_order_with_scores(evaluated: dict) -> None:
     for rel in inputs:
         src = pd.read_csv(data / rel, dtype=str, keep_default_na=False)
         res = pd.read_csv(out / rel, dtype=str, keep_default_na=False)
-        assert list(res.columns) == ["timestamp", "value", "anomaly_score", "is_anomaly"]
+        cols = ["timestamp", "value", "anomaly_score", "is_anomaly", "in_episode"]
+        assert list(res.columns) == cols, rel
         assert len(res) == len(src), rel
         assert res["timestamp"].tolist() == src["timestamp"].tolist(), rel
         assert res["value"].tolist() == src["value"].tolist(), rel
         score = res["anomaly_score"].astype(float)
         assert score.between(0.0, 1.0).all(), rel
         assert set(res["is_anomaly"]) <= {"true", "false"}, rel
+        assert set(res["in_episode"]) <= {"true", "false"}, rel
+        # An onset opens an episode: the row is in it.
+        assert (res.loc[res["is_anomaly"] == "true", "in_episode"] == "true").all(), rel
     # Flags are a decision on the score (>= 0.5 at the threshold), never on an unscored row.
     hand = pd.read_csv(out / HAND, dtype=str, keep_default_na=False)
     flagged = hand["is_anomaly"] == "true"
@@ -138,7 +142,11 @@ def test_scores_json(evaluated: dict) -> None:
     assert all(v is not None and -1000 < v <= 100 for v in sc["scores"].values())
     for view in ("point", "event"):
         assert {"precision", "recall", "f1"} <= set(sc[view])
-    assert sc["probation"] == 0.15
+    assert sc["probation"] == 0.15 and sc["train_rows"] is None
+    # SKAB's metrics and the top score are reported for every corpus.
+    assert {"f1", "far", "mar", "tp", "fp", "fn", "tn"} <= set(sc["skab"]["outliers"])
+    assert set(sc["skab"]["changepoints"]["scores"]) == set(sc["scores"])
+    assert 0 < sc["top_score"]["share"] <= 1
     assert sc["totals"]["files"] == 5 and sc["totals"]["rows"] == 6600
     ev = sc["evaluation"]
     for k in ("rows", "files", "train_seconds", "stream_seconds", "total_seconds"):
@@ -268,7 +276,7 @@ def test_bad_inputs_exit_2_with_a_clear_message(
     empty.mkdir()
     r = ev(empty, labels)
     assert r.exit_code == 2 and "no CSV files" in r.output
-    (data / "a" / "y.csv").write_text("time,reading\n2026-01-01,1\n")
+    (data / "a" / "y.csv").write_text("when,reading\n2026-01-01,1\n")
     r = ev(data, labels)
     assert r.exit_code == 2 and "y.csv" in r.output and "timestamp" in r.output
     (data / "a" / "y.csv").write_text("timestamp,value\n2026-01-01,1\nyesterday,2\n")
@@ -281,6 +289,15 @@ def test_bad_inputs_exit_2_with_a_clear_message(
         ["evaluate", str(data), "--labels", str(labels), "--out", str(data / "res")], offline_env
     )
     assert r.exit_code == 2 and "inside DATA_DIR" in r.output
+    # The new options: exclusive, labels required from somewhere, a label column that exists.
+    r = ev(data, labels, "--probation", "0.2", "--train-rows", "50")
+    assert r.exit_code == 2 and "exclude each other" in r.output
+    r = run_cli(["evaluate", str(data), "--out", out], offline_env)
+    assert r.exit_code == 2 and "--label-column" in r.output
+    r = run_cli(["evaluate", str(data), "--out", out, "--label-column", "anomaly"], offline_env)
+    assert r.exit_code == 2 and "no column 'anomaly'" in r.output and "x.csv" in r.output
+    r = ev(data, labels, "--train-rows", "400")
+    assert r.exit_code == 2 and "leaves none to score" in r.output
     # Good input, no services: a service error (exit 1), not a traceback.
     r = ev(data, labels)
     assert r.exit_code == 1 and "unreachable" in r.output

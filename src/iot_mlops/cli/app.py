@@ -413,20 +413,50 @@ def models_cmd(
 @friendly
 def evaluate_cmd(
     data_dir: Path = typer.Argument(
-        ..., help="Directory of CSV files (any depth), one series each: timestamp,value."
+        ...,
+        help="Directory of CSV files (any depth), one device each: a timestamp column and one "
+        "column per metric (timestamp,value: one series).",
     ),
-    labels: Path = typer.Option(
-        ..., "--labels", help="LABELS.json: {relative CSV path: \\[\\[start, end], ...]}."
+    labels: Path | None = typer.Option(
+        None,
+        "--labels",
+        help="LABELS.json: {relative CSV path: \\[\\[start, end], ...]}. Optional with "
+        "--label-column.",
     ),
     out_dir: Path = typer.Option(
         ..., "--out", help="Output directory: one CSV per input file, plus scores.json."
     ),
-    probation: float = typer.Option(
-        0.15,
+    probation: float | None = typer.Option(
+        None,
         "--probation",
         min=0.01,
         max=0.9,
-        help="Share of each file's first rows the model may train on (not scored).",
+        help="Share of each file's first rows the model may train on (not scored) "
+        "\\[default: 0.15].",
+    ),
+    train_rows: int | None = typer.Option(
+        None,
+        "--train-rows",
+        min=1,
+        help="Fixed number of each file's first rows to train on (not scored), instead of "
+        "--probation (SKAB's protocol: 400).",
+    ),
+    sep: str | None = typer.Option(
+        None, "--sep", help="Column separator (default: sniffed from the header: , ; or tab)."
+    ),
+    timestamp_column: str | None = typer.Option(
+        None,
+        "--timestamp-column",
+        help="Timestamp column (default: the first of timestamp, datetime, date_time, time, "
+        "date, ts; any case).",
+    ),
+    label_column: str | None = typer.Option(
+        None,
+        "--label-column",
+        help="A 0/1 column: its runs of 1 are labelled windows (with --labels: both).",
+    ),
+    ignore_column: list[str] = typer.Option(
+        [], "--ignore-column", help="A column that is not a metric (repeatable)."
     ),
     time_limit: int = typer.Option(120, "--time-limit", min=10, help="AutoGluon fit budget, s."),
     models: str | None = typer.Option(
@@ -450,16 +480,29 @@ def evaluate_cmd(
     ),
     per_file: bool = typer.Option(False, "--per-file", help="Also print one row per file."),
 ) -> None:
-    """Causal evaluation on labelled CSV series: train one model on each file's first rows
-    (--probation) only, stream every row through Kafka to the real detector, write each
-    file's scores and flags, score them against the labels (NAB-style profiles, point- and
-    event-wise F1), write OUT/scores.json and log an MLflow evaluation run."""
+    """Causal evaluation on labelled CSV files: train one model on each file's first rows
+    (--train-rows or --probation) only, stream every reading through Kafka to the real
+    detector, write each file's scores, onsets and episodes, score them against the labels
+    (NAB-style profiles, point- and event-wise F1, SKAB's outlier F1/FAR/MAR and changepoint
+    score), write OUT/scores.json and log an MLflow evaluation run."""
+    from iot_mlops.evaluation.datasets import ReadOptions
     from iot_mlops.evaluation.pipeline import evaluate
 
+    if probation is not None and train_rows is not None:
+        raise ConfigError("--probation and --train-rows exclude each other: give one")
+    if labels is None and label_column is None:
+        raise ConfigError(
+            "no labels given", fix="give --labels LABELS.json, --label-column COLUMN, or both"
+        )
+    read = ReadOptions(
+        probation=probation if probation is not None else 0.15, train_rows=train_rows, sep=sep,
+        timestamp_column=timestamp_column, label_column=label_column,
+        ignore_columns=tuple(ignore_column),
+    )  # fmt: skip
     s = settings_from(train_models=models)
     r = evaluate(
-        s, data_dir, labels, out_dir, probation=probation, time_limit_s=time_limit,
-        model_name=model_name, partitions=partitions, keep_topics=keep_topics, console=console,
+        s, data_dir, labels, out_dir, time_limit_s=time_limit, model_name=model_name,
+        partitions=partitions, keep_topics=keep_topics, console=console, read=read,
     )  # fmt: skip
     r.report.render(out, per_file=per_file)
     e = r.summary
@@ -468,7 +511,7 @@ def evaluate_cmd(
     table.add_column("value", justify="right")
     outcomes = ", ".join(f"{k} {v:,}" for k, v in e["outcomes"].items())
     for k, v in (
-        ("files / rows", f"{e['files']} / {e['rows']:,}"),
+        ("files / rows / readings", f"{e['files']} / {e['rows']:,} / {e['readings']:,}"),
         ("rows by outcome", outcomes),
         ("model", f"{e['model_name']} version {e['model_version']} ({e['best_model']})"),
         ("train (fit, backtest, register)", f"{e['train_seconds']:.1f} s"),
