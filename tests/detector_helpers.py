@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -20,6 +21,7 @@ from iot_mlops.data.simulate import readings
 from iot_mlops.detector.runner import Detector
 from iot_mlops.events import decode_anomaly, encode_reading
 from iot_mlops.kafka import clients
+from iot_mlops.kafka.stack import free_port
 
 
 @dataclass
@@ -96,8 +98,11 @@ def read_all(settings: Settings, topic: str, timeout: float = 30.0) -> list:
     return clients.read_topic(settings, topic, timeout_s=timeout)
 
 
-def anomalies(settings: Settings) -> list[dict]:
-    return [decode_anomaly(m.value()) for m in read_all(settings, settings.anomalies_topic)]
+def anomalies(settings: Settings, event: str | None = "opened") -> list[dict]:
+    """The episode events of the anomalies topic (by default the openings: one per
+    departure); ``event=None`` returns every event."""
+    evs = [decode_anomaly(m.value()) for m in read_all(settings, settings.anomalies_topic)]
+    return [e for e in evs if event is None or e["event"] == event]
 
 
 class RunningDetector:
@@ -125,6 +130,28 @@ class RunningDetector:
     def metric(self, name: str, **labels: str) -> float:
         v = self.detector.metrics.registry.get_sample_value(name, labels or None)
         return 0.0 if v is None else v
+
+
+def detector_settings(s: Settings, pm: ProductionModel) -> Settings:
+    """``s`` (topics, group, broker) serving the session's production model."""
+    return s.model_copy(
+        update={
+            "model_name": pm.settings.model_name,
+            "experiment_name": pm.settings.experiment_name,
+            "alias_poll_interval_s": 1.0,
+            "metrics_port": free_port(),
+            "batch_max_messages": 2000,
+        }
+    )
+
+
+def stop_detector(proc: subprocess.Popen, log: Path) -> str:
+    """SIGTERM a detector process, which must exit 0 within 60 s; returns its log."""
+    proc.send_signal(signal.SIGTERM)
+    rc = proc.wait(60)
+    text = log.read_text(errors="replace")
+    assert rc == 0, text[-3000:]
+    return text
 
 
 def detector_process(s: Settings, log: Path, **extra_env: str) -> subprocess.Popen:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from iot_mlops.events import (
     REASONS,
     AnomalyEvent,
+    OnsetReading,
     Reading,
     ReadingError,
     decode_anomaly,
@@ -162,21 +163,28 @@ def test_arbitrary_json_objects_only_raise_the_schema_error(obj: dict) -> None:
 
 def test_anomaly_event_round_trip() -> None:
     ev = AnomalyEvent(
+        event="opened", episode_id="pump-007/temperature@1795665600000", level="series",
         device_id="pump-007", device_type="pump", metric_name="temperature",
-        timestamp_ms=1_795_665_600_000, actual_value=99.0, predicted_value=71.0,
-        lower=69.0, upper=73.0, anomaly_score=0.97, model_name="m", model_version="3",
+        started_ms=1_795_665_600_000, ended_ms=None,
+        onset=OnsetReading(1_795_665_600_000, 99.0, 71.0, 69.0, 73.0), peak_score=0.97,
+        readings=1, channels=("residual",), model_name="m", model_version="3",
         model_alias="production", detection_time_ms=1_795_665_600_500, labelled_anomaly=True,
     )  # fmt: skip
     d = decode_anomaly(encode_anomaly(ev))
+    assert d["event"] == "opened" and d["level"] == "series" and d["ended_at"] is None
     assert d["is_anomaly"] is True
-    assert d["timestamp"] == "2026-11-26T04:00:00.000Z"
+    assert d["timestamp"] == d["started_at"] == "2026-11-26T04:00:00.000Z"
+    assert d["onset"]["actual_value"] == 99.0 and d["channels"] == ["residual"]
     assert d["model_version"] == "3" and d["anomaly_score"] == 0.97
     for key in (
+        "episode_id",
         "actual_value",
         "predicted_value",
         "lower",
         "upper",
         "detection_time",
         "model_alias",
+        "peak_score",
+        "readings",
     ):
         assert key in d

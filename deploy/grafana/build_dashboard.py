@@ -189,10 +189,15 @@ def panels() -> list[Panel]:
         thresholds=[{"color": "blue", "value": None}],
     ))  # fmt: skip
     p.append(_stat(
-        "Anomalies/s",
-        [_target(f"sum(rate(iot_anomalies_total{{{DT}}}[{RI}]))", "anomalies/s")],
+        "Episodes opened",
+        [_target(
+            f"sum(increase(iot_anomalies_total{{{DT}}}[$__range]))", "episodes",
+            instant=True, range=False,
+        )],
         (18, 0, 3, 4),
-        unit="reqps",
+        description="Anomaly episodes (one per departure from normal, series level) opened "
+        "over the dashboard's time range.",
+        unit="short",
         thresholds=[{"color": "blue", "value": None}],
     ))  # fmt: skip
     tp = f"sum(increase(iot_live_true_positives_total{{{DT}}}[$__range]))"
@@ -228,13 +233,19 @@ def panels() -> list[Panel]:
         stack=True,
     ))  # fmt: skip
     p.append(_timeseries(
-        "Anomalies/s by device type and metric",
-        [_target(
-            f"sum by (device_type, metric_name) (rate(iot_anomalies_total{{{DT}}}[{RI}]))",
-            "{{device_type}} / {{metric_name}}",
-        )],
+        "Episodes opened by device type and metric, and episode events by level",
+        [
+            _target(
+                f"sum by (device_type, metric_name) (increase(iot_anomalies_total{{{DT}}}[{RI}]))",
+                "{{device_type}} / {{metric_name}}",
+            ),
+            _target(
+                f"sum by (level, event) (increase(iot_episode_events_total{{{DT}}}[{RI}]))",
+                "{{level}} {{event}}", "B",
+            ),
+        ],
         (12, 4, 12, 8),
-        unit="reqps",
+        unit="short",
         stack=True,
         custom={"drawStyle": "bars", "fillOpacity": 80},
     ))  # fmt: skip

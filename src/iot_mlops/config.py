@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -100,20 +100,43 @@ class Settings(BaseSettings):
     min_history: int = Field(32, ge=1)  # points before a series is scored ("warming up")
     alarm_min_consecutive: int = Field(1, ge=1)
     alarm_cooldown: int = Field(0, ge=0)
-    # Outliers in a row after which a series is taken to have shifted to a new level (one
-    # anomaly, then the new level is normal). 0 disables.
+    # Readings in one anomaly episode after which the departure is taken to be the series' new
+    # level (the episode closes as accepted and the series relearns). 0 disables.
     regime_accept_after: int = Field(30, ge=0)
+    # --- scoring (scoring/channels.py, scoring/episodes.py) ---------------------------------
+    # Evidence channels, comma-separated, among residual, shift, level, stuck.
+    channels: str = "residual,shift,level,stuck"
+    # Values each channel's per-series tail model remembers, and needs before it speaks.
+    tail_window: int = Field(2000, ge=50)
+    tail_min_points: int = Field(100, ge=10)
+    # A tail fitted on k points is widened by 1 + this / sqrt(k): fewer false alarms early.
+    tail_conservative: float = Field(1.0, ge=0)
+    # An episode holds while the evidence is at most target_false_alarm_rate ** episode_hold
+    # and closes after episode_close_after ordinary readings in a row.
+    episode_hold: float = Field(0.75, gt=0, le=1)
+    episode_close_after: int = Field(10, ge=1)
     batch_max_messages: int = Field(5000, ge=1)
     poll_timeout_s: float = Field(0.5, gt=0)
     alias_poll_interval_s: float = Field(10.0, gt=0)
     # Messages per partition re-read before the committed offset to rebuild series state.
     rebuild_messages: int = Field(20_000, ge=0)
     # Of those, each series replays its last context + 2 horizons + this many readings (the
-    # span its adaptive residual scale and tail threshold learn from; scoring.channels.TailThreshold
-    # keeps 1,000 deviations).
-    rebuild_scale_points: int = Field(1000, ge=0)
+    # span its channels' tail models learn from: tail_window).
+    rebuild_scale_points: int = Field(2000, ge=0)
     series_gauge_limit: int = Field(50, ge=0)
     transaction_timeout_ms: int = Field(60_000, ge=1000)
+
+    @field_validator("channels")
+    @classmethod
+    def _known_channels(cls, v: str) -> str:
+        known = ("residual", "shift", "level", "stuck")
+        names = [c.strip() for c in v.split(",") if c.strip()]
+        bad = [c for c in names if c not in known]
+        if bad or not names:
+            raise ValueError(
+                f"unknown channel(s) {', '.join(bad) or '(none)'}; use {','.join(known)}"
+            )
+        return ",".join(names)
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with CLI flags applied; ``None`` means 'flag not given'."""

@@ -1,4 +1,4 @@
-"""The reading and anomaly-event schema, and their fast codec.
+"""The reading and anomaly-episode-event schema, and their fast codec.
 
 Decoding is on the detector's hot path, so it is orjson plus a handful of explicit checks
 rather than a generic validator. Every way a message can be wrong maps to one bounded
@@ -183,40 +183,78 @@ def encode_reading(reading: Reading) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
-class AnomalyEvent:
-    """What the detector publishes to the anomalies topic, one per flagged reading."""
+class OnsetReading:
+    """The reading that opened an episode (for a device episode: no value or forecast)."""
 
-    device_id: str
-    device_type: str
-    metric_name: str
     timestamp_ms: int
-    actual_value: float
-    predicted_value: float
-    lower: float
-    upper: float
-    anomaly_score: float
-    model_name: str
-    model_version: str
-    model_alias: str
-    detection_time_ms: int
-    labelled_anomaly: bool | None = None
+    actual_value: float | None = None
+    predicted_value: float | None = None
+    lower: float | None = None
+    upper: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "device_id": self.device_id,
-            "device_type": self.device_type,
-            "metric_name": self.metric_name,
             "timestamp": format_ts(self.timestamp_ms),
             "actual_value": self.actual_value,
             "predicted_value": self.predicted_value,
             "lower": self.lower,
             "upper": self.upper,
-            "anomaly_score": self.anomaly_score,
-            "is_anomaly": True,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalyEvent:
+    """What the detector publishes to the anomalies topic: an episode ``opened`` at its onset
+    and ``closed`` when the series (or device) is back to normal or the departure is accepted
+    as its new normal (``reason``). One departure, one episode id, two events."""
+
+    event: str  # "opened" | "closed"
+    episode_id: str
+    level: str  # "series" | "device"
+    device_id: str
+    device_type: str
+    metric_name: str | None  # None for a device episode
+    started_ms: int
+    ended_ms: int | None
+    onset: OnsetReading
+    peak_score: float
+    readings: int
+    channels: tuple[str, ...]  # evidence that fired (device level: the metrics)
+    model_name: str
+    model_version: str
+    model_alias: str
+    detection_time_ms: int
+    reason: str | None = None  # closed: "normal" | "accepted"
+    labelled_anomaly: bool | None = None  # the onset reading's ground truth, when it has one
+
+    def to_dict(self) -> dict[str, Any]:
+        o = self.onset
+        return {
+            "event": self.event,
+            "episode_id": self.episode_id,
+            "level": self.level,
+            "device_id": self.device_id,
+            "device_type": self.device_type,
+            "metric_name": self.metric_name,
+            "started_at": format_ts(self.started_ms),
+            "ended_at": None if self.ended_ms is None else format_ts(self.ended_ms),
+            "onset": o.to_dict(),
+            "peak_score": self.peak_score,
+            "readings": self.readings,
+            "channels": list(self.channels),
+            "reason": self.reason,
             "model_name": self.model_name,
             "model_version": self.model_version,
             "model_alias": self.model_alias,
             "detection_time": format_ts(self.detection_time_ms),
+            # Flat copies of the onset, for consumers of one event per anomaly.
+            "timestamp": format_ts(o.timestamp_ms),
+            "actual_value": o.actual_value,
+            "predicted_value": o.predicted_value,
+            "lower": o.lower,
+            "upper": o.upper,
+            "anomaly_score": self.peak_score,
+            "is_anomaly": True,
             "labelled_anomaly": self.labelled_anomaly,
         }
 

@@ -8,16 +8,16 @@ import pytest
 from iot_mlops.config import Settings
 from iot_mlops.detector.batch import (
     Incoming,
-    ModelStamp,
     SeriesGauges,
-    anomaly_record,
     apply_committed,
     apply_observed,
     process_batch,
 )
 from iot_mlops.detector.metrics import DetectorMetrics
+from iot_mlops.detector.records import ModelStamp, episode_records
 from iot_mlops.events import Reading, encode_reading
 from iot_mlops.scoring.engine import Result
+from iot_mlops.scoring.episodes import Change, EpisodeSummary, Onset
 from iot_mlops.scoring.state import Outcome, Scored
 
 pytestmark = pytest.mark.unit
@@ -27,8 +27,8 @@ T0 = 1_795_665_600_000
 
 
 class FakeEngine:
-    """Scores a reading as an alarm when its value is over 100; the first reading of a
-    series only warms up. Records what it was given."""
+    """Scores a reading as an alarm (an episode's onset) when its value is over 100; the
+    first reading of a series only warms up. Records what it was given."""
 
     version = "3"
 
@@ -46,10 +46,15 @@ class FakeEngine:
                 out.append(Result(r, Outcome.WARMING_UP))
                 continue
             alarm = r.metric_value > 100
+            onset = Onset(r.timestamp_ms, r.metric_value, 50.0, 40.0, 60.0)
+            ep = EpisodeSummary(
+                Change.OPENED, f"{r.series_id}@{r.timestamp_ms}", r.timestamp_ms, None, onset,
+                0.99, 1, ("residual",),
+            ) if alarm else None  # fmt: skip
             sc = Scored(
                 deviation=1.0, predicted=50.0, lower=40.0, upper=60.0,
                 score=0.99 if alarm else 0.1, outlier=alarm, alarm=alarm,
-                model_version="" if r.device_id == "old" else "2",
+                model_version="" if r.device_id == "old" else "2", in_episode=alarm, episode=ep,
             )  # fmt: skip
             out.append(Result(r, Outcome.SCORED, sc))
         return out
@@ -93,6 +98,7 @@ def test_anomalies_offsets_and_series_per_partition() -> None:
     assert out.series == {(TOPIC, 0): {"a/temperature"}, (TOPIC, 1): {"b/temperature"}}
     assert [k for k, _v in out.anomalies] == [b"a"]
     ev = orjson.loads(out.anomalies[0][1])
+    assert ev["event"] == "opened" and ev["level"] == "series"
     assert ev["actual_value"] == 500.0 and ev["model_name"] == "M"
     assert ev["model_version"] == "2" and ev["model_alias"] == "production"
     assert out.scores == [] and out.dead_letters == []
@@ -135,13 +141,14 @@ def test_score_records_carry_every_reading_and_its_source() -> None:
     assert [(r["source_partition"], r["source_offset"]) for r in recs] == [(1, 0), (1, 1)]
     assert [r["outcome"] for r in recs] == ["warming_up", "scored"]
     assert [r["is_anomaly"] for r in recs] == [False, True]
+    assert [r["in_episode"] for r in recs] == [False, True] and recs[1]["device"] is None
     assert recs[0]["predicted_value"] is None and recs[1]["predicted_value"] == 50.0
 
 
-def test_anomaly_record_falls_back_to_the_engine_version() -> None:
+def test_episode_event_falls_back_to_the_engine_version() -> None:
     r = reading("old", 500.0, 1)
     (res,) = FakeEngine().process([reading("old", 1.0, 0), r])[1:]
-    key, value = anomaly_record(res, ModelStamp("M", "production", "9", 123))
+    ((key, value),) = episode_records(res, ModelStamp("M", "production", "9", 123))
     ev = orjson.loads(value)
     assert key == b"old" and ev["model_version"] == "9"
 
@@ -162,6 +169,7 @@ def test_deltas_apply_to_the_metrics_and_gauges_are_capped() -> None:
     series = {"device_type": "pump", "metric_name": "temperature"}
     assert value("iot_readings_total", outcome="scored", **series) == 2
     assert value("iot_anomalies_total", **series) == 1
+    assert value("iot_episode_events_total", level="series", event="opened") == 1
     assert value("iot_live_false_positives_total", **series) == 1
     assert value("iot_anomaly_score_count", **series) == 2
     assert value("iot_detection_latency_seconds_count") == 4

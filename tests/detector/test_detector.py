@@ -17,6 +17,7 @@ from detector_helpers import (
     caught_up,
     committed_offsets,
     detector_process,
+    detector_settings,
     end_offsets,
     produce_frame,
     read_all,
@@ -44,15 +45,7 @@ GARBAGE_REASONS = {"not_json", "missing_field", "non_finite", "bad_timestamp", "
 
 @pytest.fixture
 def det_settings(settings: Settings, production_model: ProductionModel) -> Settings:
-    return settings.model_copy(
-        update={
-            "model_name": production_model.settings.model_name,
-            "experiment_name": production_model.settings.experiment_name,
-            "alias_poll_interval_s": 1.0,
-            "metrics_port": free_port(),
-            "batch_max_messages": 2000,
-        }
-    )
+    return detector_settings(settings, production_model)
 
 
 def live_frame(pm: ProductionModel, start_step: int, steps: int):
@@ -103,25 +96,34 @@ def test_flags_labelled_anomalies_and_dead_letters_bad_input(
     finally:
         det.stop()
 
-    found = anomalies(det_settings)
+    every = anomalies(det_settings, event=None)
+    found = [e for e in every if e["event"] == "opened" and e["level"] == "series"]
     keys = [key_of(e) for e in found]
     assert len(keys) == len(set(keys)), "an anomaly was published twice"
+    # Every episode opens once and closes at most once, under one id.
+    per_id = Counter((e["episode_id"], e["event"]) for e in every)
+    assert max(per_id.values()) == 1
+    opened = {i for i, ev in per_id if ev == "opened"}
+    assert {i for i, ev in per_id if ev == "closed"} <= opened
     flagged = set(keys)
     precision, event_recall, n_events = _quality(df, flagged, skip=det_settings.min_history)
-    print(f"flagged={len(flagged)} P={precision:.2f} event recall={event_recall:.2f} of {n_events}")
+    print(f"onsets={len(flagged)} P={precision:.2f} event recall={event_recall:.2f} of {n_events}")
     assert n_events >= 3, "the simulator injected too few anomalies in this window"
-    # Measured here: P 0.80, event recall 0.44 (4 of 9; drifts and short stuck runs are
-    # missed). Floors sit under that so a loaded machine (a shorter fit) does not fail them,
-    # yet far above the seed system, which flagged every reading (P ~0.015).
-    assert precision >= 0.5 and event_recall >= 0.3
+    # Episode onsets (one per departure), against the simulator's labels. Measured here: P
+    # 0.27 (3 of 11 onsets on a labelled point; the series have only 200 steps of history, so
+    # their tail models are young), event recall 0.33. Floors sit under that so a loaded
+    # machine does not fail them, yet far above the seed system, which flagged every reading
+    # (P ~0.015).
+    assert precision >= 0.15 and event_recall >= 0.2
     # Clean readings are not flagged wholesale (the seed system flagged every reading).
-    assert len(flagged) < 0.05 * len(df)
+    assert len(flagged) < 0.01 * len(df)
     for ev in found[:5]:
         assert ev["model_version"] == production_model.version
         assert ev["lower"] <= ev["predicted_value"] <= ev["upper"]
-        # Score 0.5 is the calibrated threshold. (The actual value may lie inside the model's
-        # raw interval: a stuck sensor, or a series whose interval runs wide, is adapted for.)
-        assert 0.5 <= ev["anomaly_score"] <= 1.0
+        # Score 0.5 is the target false-alarm rate under the series' own history. (The value
+        # may lie inside the model's raw interval: a stuck sensor, a level shift.)
+        assert 0.5 <= ev["anomaly_score"] < 1.0
+        assert ev["onset"]["timestamp"] == ev["started_at"] == ev["timestamp"]
     # Every malformed message is in the DLQ with its reason and source position.
     dlq = read_all(det_settings, det_settings.dlq_topic)
     assert len(dlq) == len(GARBAGE)

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from iot_mlops.events import Reading
-from iot_mlops.scoring.alarms import AlarmPolicy
 from iot_mlops.scoring.calibrate import Calibration
 from iot_mlops.scoring.engine import Engine
+from iot_mlops.scoring.episodes import EpisodePolicy
 from iot_mlops.scoring.state import Outcome
 
 pytestmark = pytest.mark.unit
@@ -51,7 +51,7 @@ def reading(dev: str, step: int, value: float, jitter_ms: int = 0) -> Reading:
 
 def engine(min_history: int = 3) -> tuple[Engine, LastValueModel]:
     m = LastValueModel()
-    return Engine(m, AlarmPolicy(), min_history=min_history), m
+    return Engine(m, min_history=min_history), m
 
 
 def test_warm_up_then_scored_and_spike_flagged() -> None:
@@ -124,33 +124,41 @@ def test_model_swap_drops_cached_forecasts() -> None:
     assert out[0].scored is not None and out[0].scored.model_version == "8"
 
 
-def test_alarm_hygiene_min_consecutive() -> None:
+def test_a_departure_is_one_onset_and_the_episode_closes_after_normal_readings() -> None:
     m = LastValueModel()
-    eng = Engine(m, AlarmPolicy(min_consecutive=2), min_history=3)
-    rs = [reading("a", i, 1.0) for i in range(3)] + [reading("a", 3, 50.0), reading("a", 4, 50.0)]
-    out = eng.process(rs)
-    assert [r.scored.alarm for r in out[3:] if r.scored] == [False, True]
+    eng = Engine(m, min_history=3, episodes=EpisodePolicy(close_after=3))
+    rs = [reading("a", i, 1.0) for i in range(3)]
+    rs += [reading("a", 3 + i, v) for i, v in enumerate([50.0, 51.0, 50.5, 1.0, 1.0, 1.0, 1.0])]
+    out = [r.scored for r in eng.process(rs)[3:]]
+    assert [s.onset for s in out if s] == [True, False, False, False, False, False, False]
+    assert [s.in_episode for s in out if s] == [True, True, True, True, True, False, False]
+    assert out[5] is not None and out[5].closed and out[5].episode is not None
+    assert out[5].episode.episode_id == f"a/temperature@{T0 + 3 * STEP}"
 
 
 def test_stuck_sensor_is_flagged() -> None:
     m = LastValueModel()
     m.calibration = Calibration(threshold=1.0)
-    eng = Engine(m, AlarmPolicy(), min_history=3, accept_after=5)
+    eng = Engine(m, min_history=3, accept_after=5)
     wobble = [10.0, 10.5, 9.6, 10.2, 9.9, 10.4, 9.7, 10.1, 9.8, 10.3] * 3
     rs = [reading("a", i, v) for i, v in enumerate(wobble)]
     stuck = [reading("a", 30 + i, 10.1) for i in range(14)]
     out = eng.process(rs + stuck)
     flags = [r.scored.alarm for r in out[30:] if r.scored]
-    # Within tolerance of the forecast, but the 10th exact repeat makes a stuck sensor.
-    assert flags[:10] == [False] * 10 and flags[10] and flags[11]
+    held = [r.scored.in_episode for r in out[30:] if r.scored]
+    # Within tolerance of the forecast, but 10 exact repeats reach the target rate (a couple
+    # more with the correction for several channels): one onset, then the episode holds.
+    assert not any(flags[:10]) and sum(flags) == 1 and flags.index(True) <= 12
+    assert held[-1]
 
 
 def test_level_shift_is_one_anomaly_then_the_new_level_is_normal() -> None:
     m = LastValueModel()
-    eng = Engine(m, AlarmPolicy(), min_history=3, accept_after=3)
+    eng = Engine(m, min_history=3, episodes=EpisodePolicy(close_after=3, accept_after=3))
     base = [reading("a", i, 10.0 + 0.1 * (i % 2)) for i in range(8)]
     shifted = [reading("a", 8 + i, 20.0 + 0.1 * (i % 2)) for i in range(12)]
     out = eng.process(base + shifted)
     flags = [bool(r.scored and r.scored.alarm) for r in out[8:]]
-    # The first points of the shift alarm; once accepted, the new level is normal.
-    assert flags[0] and not any(flags[6:])
+    held = [bool(r.scored and r.scored.in_episode) for r in out[8:]]
+    # One onset at the shift; accepted after 3 readings, the new level is normal.
+    assert flags[0] and not any(flags[1:]) and not any(held[3:])

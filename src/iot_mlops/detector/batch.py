@@ -2,8 +2,7 @@
 
 Pure apart from the engine it drives: no Kafka objects (the runner hands over plain
 ``Incoming`` values), no metrics registry (the runner applies the ``MetricDeltas``). What one
-published record looks like is decided in one place each: ``anomaly_record`` and
-``score_record``.
+published record looks like is decided in ``detector/records.py``.
 """
 
 from __future__ import annotations
@@ -18,13 +17,13 @@ import orjson
 
 from iot_mlops.config import Settings
 from iot_mlops.detector.metrics import DetectorMetrics
-from iot_mlops.events import AnomalyEvent, Reading, ReadingError, decode_reading, encode_anomaly
+from iot_mlops.detector.records import ModelStamp, Record, episode_records, score_record
+from iot_mlops.events import Reading, ReadingError, decode_reading
 from iot_mlops.scoring.engine import Engine, Result
 
 log = logging.getLogger("iot_mlops.detector")
 
 Partition = tuple[str, int]  # (topic, partition)
-Record = tuple[bytes, bytes]  # (key, value)
 
 
 @dataclass(frozen=True)
@@ -56,16 +55,6 @@ class DeadLetter:
 
 
 @dataclass(frozen=True)
-class ModelStamp:
-    """Which model decided, and when: stamped on every anomaly event."""
-
-    model_name: str
-    model_alias: str
-    model_version: str  # the engine's current version (used when a score carries none)
-    detection_time_ms: int
-
-
-@dataclass(frozen=True)
 class SeriesGauge:
     series_id: str
     device_id: str
@@ -90,6 +79,7 @@ class MetricDeltas:
     series: list[SeriesGauge] = field(default_factory=list)
     outcomes: Tally[tuple[str, str, str]] = field(default_factory=Tally)
     anomalies: Tally[tuple[str, str]] = field(default_factory=Tally)
+    episode_events: Tally[tuple[str, str]] = field(default_factory=Tally)  # (level, event)
     dead_letters: Tally[str] = field(default_factory=Tally)
     stamps_ms: list[int] = field(default_factory=list)  # Kafka timestamps of the messages
 
@@ -130,7 +120,12 @@ def process_batch(
     stamp = ModelStamp(
         settings.model_name, settings.model_alias, engine.version, int(clock() * 1000)
     )
-    out.anomalies = [anomaly_record(res, stamp) for res in results if _alarm(res)]
+    for res in results:
+        recs = episode_records(res, stamp)
+        out.anomalies.extend(recs)
+        for _key, value in recs:
+            ev = orjson.loads(value)
+            out.deltas.episode_events[(ev["level"], ev["event"])] += 1
     _count(results, out)
     return out
 
@@ -165,10 +160,6 @@ def _decode(
     return decoded
 
 
-def _alarm(res: Result) -> bool:
-    return res.scored is not None and res.scored.alarm
-
-
 def _count(results: list[Result], out: BatchOutput) -> None:
     d = out.deltas
     for res in results:
@@ -192,43 +183,6 @@ def _count(results: list[Result], out: BatchOutput) -> None:
         d.series.append(gauge)
         if sc.alarm:
             d.anomalies[series] += 1
-
-
-def anomaly_record(res: Result, stamp: ModelStamp) -> Record:
-    """The ``iot_anomalies`` record of a flagged reading."""
-    r, sc = res.reading, res.scored
-    assert sc is not None
-    ev = AnomalyEvent(
-        device_id=r.device_id, device_type=r.device_type, metric_name=r.metric_name,
-        timestamp_ms=r.timestamp_ms, actual_value=r.metric_value,
-        predicted_value=sc.predicted, lower=sc.lower, upper=sc.upper,
-        anomaly_score=round(sc.score, 6), model_name=stamp.model_name,
-        model_version=sc.model_version or stamp.model_version, model_alias=stamp.model_alias,
-        detection_time_ms=stamp.detection_time_ms, labelled_anomaly=r.is_anomaly,
-    )  # fmt: skip
-    return r.device_id.encode(), encode_anomaly(ev)
-
-
-def score_record(res: Result, source: tuple[int, int]) -> bytes:
-    """The per-reading audit record (``IOT_MLOPS_SCORES_TOPIC``); ``source`` is the reading's
-    (partition, offset)."""
-    r, sc = res.reading, res.scored
-    return orjson.dumps(
-        {
-            "source_partition": source[0],
-            "source_offset": source[1],
-            "device_id": r.device_id,
-            "metric_name": r.metric_name,
-            "timestamp_ms": r.timestamp_ms,
-            "outcome": res.outcome.value,
-            "anomaly_score": sc.score if sc else 0.0,
-            "is_anomaly": bool(sc and sc.alarm),
-            "predicted_value": sc.predicted if sc else None,
-            "lower": sc.lower if sc else None,
-            "upper": sc.upper if sc else None,
-            "model_version": sc.model_version if sc else None,
-        }
-    )
 
 
 # --- applying the deltas ------------------------------------------------------------------
@@ -273,6 +227,8 @@ def apply_committed(d: MetricDeltas, m: DetectorMetrics, done_ms: float) -> None
         m.readings.labels(*labels).inc(n)
     for labels, n in d.anomalies.items():
         m.anomalies.labels(*labels).inc(n)
+    for labels, n in d.episode_events.items():
+        m.episode_events.labels(*labels).inc(n)
     for reason, n in d.dead_letters.items():
         m.dead_letters.labels(reason).inc(n)
     for ts in d.stamps_ms:

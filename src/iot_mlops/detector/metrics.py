@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+SERIES = ("device_type", "metric_name")
 SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
@@ -20,13 +21,28 @@ class DetectorMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        r = self.registry
-        series = ("device_type", "metric_name")
+        self._stream(self.registry)
+        self._model(self.registry)
+        self._quality(self.registry)
+        self._per_series(self.registry)
+
+    def _stream(self, r: CollectorRegistry) -> None:
+        """Readings, anomalies, dead letters, latency, lag and transactions."""
+        series = SERIES
         # outcome: scored | warming_up | late | duplicate
         self.readings = Counter(
             "iot_readings", "Valid readings consumed, by outcome", (*series, "outcome"), registry=r
         )
-        self.anomalies = Counter("iot_anomalies", "Anomalies published", series, registry=r)
+        self.anomalies = Counter(
+            "iot_anomalies", "Anomaly episodes opened (series level)", series, registry=r
+        )
+        # level: series | device; event: opened | closed
+        self.episode_events = Counter(
+            "iot_episode_events",
+            "Episode events published to the anomalies topic",
+            ("level", "event"),
+            registry=r,
+        )
         self.dead_letters = Counter(
             "iot_dead_letters",
             "Malformed messages sent to the DLQ, by reason",
@@ -40,6 +56,19 @@ class DetectorMetrics:
             buckets=SCORE_BUCKETS,
             registry=r,
         )
+        self.consumer_lag = Gauge(
+            "iot_consumer_lag",
+            "Messages behind the partition's end offset",
+            ("topic", "partition"),
+            registry=r,
+        )
+        self.transactions = Counter(
+            "iot_transactions", "Kafka transactions by result", ("result",), registry=r
+        )
+
+    def _model(self, r: CollectorRegistry) -> None:
+        """The model: its calls, the latency and series state it implies, its reloads and the
+        registry it comes from."""
         self.forecast_batch_size = Histogram(
             "iot_forecast_batch_size",
             "Series forecast per model call",
@@ -55,12 +84,6 @@ class DetectorMetrics:
             "Reading's Kafka timestamp to its batch's transaction committed",
             buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
-        self.consumer_lag = Gauge(
-            "iot_consumer_lag",
-            "Messages behind the partition's end offset",
-            ("topic", "partition"),
-            registry=r,
-        )
         self.series_tracked = Gauge(
             "iot_series_tracked", "Series with state in this detector", registry=r
         )
@@ -80,35 +103,27 @@ class DetectorMetrics:
         self.registry_reachable = Gauge(
             "iot_registry_reachable", "1 when the last MLflow registry poll succeeded", registry=r
         )
-        self.transactions = Counter(
-            "iot_transactions", "Kafka transactions by result", ("result",), registry=r
+
+    def _quality(self, r: CollectorRegistry) -> None:
+        """Live quality against readings that carry is_anomaly (the simulator's ground truth)."""
+
+        def live(name: str, doc: str) -> Counter:
+            return Counter(f"iot_live_{name}", doc, SERIES, registry=r)
+
+        self.true_positives = live("true_positives", "Flagged readings labelled anomalous")
+        self.false_positives = live("false_positives", "Flagged readings labelled normal")
+        self.false_negatives = live("false_negatives", "Labelled anomalies not flagged")
+
+    def _per_series(self, r: CollectorRegistry) -> None:
+        """Latest values of at most ``IOT_MLOPS_SERIES_GAUGE_LIMIT`` series."""
+
+        def latest(name: str, doc: str) -> Gauge:
+            return Gauge(name, doc, ("device_id", "metric_name"), registry=r)
+
+        self.series_actual = latest("iot_series_actual_value", "Latest value")
+        self.series_predicted = latest(
+            "iot_series_predicted_value", "Forecast median for the latest value"
         )
-        # Live quality against readings that carry is_anomaly (ground truth from the simulator).
-        self.true_positives = Counter(
-            "iot_live_true_positives", "Flagged readings labelled anomalous", series, registry=r
-        )
-        self.false_positives = Counter(
-            "iot_live_false_positives", "Flagged readings labelled normal", series, registry=r
-        )
-        self.false_negatives = Counter(
-            "iot_live_false_negatives", "Labelled anomalies not flagged", series, registry=r
-        )
-        per_series = ("device_id", "metric_name")
-        self.series_actual = Gauge(
-            "iot_series_actual_value", "Latest value", per_series, registry=r
-        )
-        self.series_predicted = Gauge(
-            "iot_series_predicted_value",
-            "Forecast median for the latest value",
-            per_series,
-            registry=r,
-        )
-        self.series_lower = Gauge(
-            "iot_series_lower", "Forecast interval lower bound", per_series, registry=r
-        )
-        self.series_upper = Gauge(
-            "iot_series_upper", "Forecast interval upper bound", per_series, registry=r
-        )
-        self.series_score = Gauge(
-            "iot_series_anomaly_score", "Latest anomaly score", per_series, registry=r
-        )
+        self.series_lower = latest("iot_series_lower", "Forecast interval lower bound")
+        self.series_upper = latest("iot_series_upper", "Forecast interval upper bound")
+        self.series_score = latest("iot_series_anomaly_score", "Latest anomaly score")

@@ -1,154 +1,102 @@
-"""Forecast → deviation → score → outlier: the evidence channels. Pure functions, no I/O.
+"""The evidence channels of one series and how they become one score. Pure, no I/O.
 
-The same code scores the holdout at training time (to calibrate and to report precision and
-recall) and every reading in the detector, so what training measured is what runs live.
+Each channel turns the stream into one statistic per reading and asks its own ``TailModel``
+how rare the statistic is under this series' recent history (a log tail probability), so every
+channel is calibrated per series on its own, whatever the series' scale, noise or burstiness:
 
-* ``deviation``: how far the actual value lies from the forecast median, in units of the
-  forecast interval's half-width on that side (1.0 = exactly on the interval edge). Using the
-  model's own quantiles makes the rule scale-free and heteroscedastic-aware, unlike a flat
-  percentage rule.
-* ``anomaly_score``: ``1 - 2**(-deviation/threshold)``, in [0, 1), monotone, 0.5 exactly at the
-  threshold, so "score >= 0.5" is the decision whatever the series' scale.
-* ``ResidualScale``: per-series adaptation. A model's interval can be systematically too
-  narrow or too wide for one series (or on one side). Each series tracks the typical size of
-  its own deviations on points judged normal and rescales new deviations by it, relative to
-  what a well-calibrated interval would give; a series whose interval is right is unchanged.
-* ``TailThreshold``: per-series false-alarm control. A series whose residuals are heavier-tailed
-  than the calibration data (student-t noise, a season the model cannot see) exceeds the
-  global threshold far more often than the target rate even after rescaling. Each series
-  therefore also tracks the ``1 - target_false_alarm_rate`` quantile of its own recent
-  deviations (outliers included, clipped) and uses it when it is above the calibrated
-  threshold. On ``iot-mlops evaluate`` corpora this cut false-positive events by ~5x for a
-  small loss of recall (docs/quality.md).
+* ``residual``: ``|deviation|`` of the reading from the forecast, in half-interval units on the
+  side it lies (the model's own quantiles: scale-free, heteroscedastic-aware). Before the
+  series has history, the model's calibration is the prior (an exponential tail that reaches
+  the target rate exactly at the calibrated threshold).
+* ``shift``: ``|sum of the last w signed deviations| / sqrt(w)``: a change of level or a drift
+  smaller than the noise, which one reading cannot show (a two-window test on the residuals).
+* ``level``: ``|mean of the last w values - median of the reference| / spread of the reference``
+  where the reference is the series' recent values: a departure the forecast
+  has followed (the model sees the new level in its context) or a value outside the range the
+  series has shown.
+* ``stuck``: the same value repeated exactly, by a series that normally varies.
+
+``combine`` takes the smallest channel probability with a Bonferroni factor (the number of
+channels that spoke), and ``score_of`` maps it to ``anomaly_score`` in [0, 1): ``L / (L + L*)``
+with ``L = -log p`` and ``L* = -log target_rate``. It is 0.5 exactly at the target rate, monotone,
+and never saturates: scores rank however rare the evidence.
 """
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections import deque
 from dataclasses import dataclass, field
 
 from iot_mlops.scoring.calibrate import Calibration
+from iot_mlops.scoring.tail import TailModel
 
 # A width floor relative to the series' level, so a perfectly flat forecast (zero-width
 # interval) gives a large but finite deviation instead of a division by zero.
 _REL_EPS = 1e-6
 _ABS_EPS = 1e-9
+CHANNELS = ("residual", "shift", "level", "stuck")
+
+
+@dataclass(frozen=True)
+class ChannelConfig:
+    """How the channels learn (settings ``IOT_MLOPS_CHANNELS``, ``IOT_MLOPS_TAIL_*``)."""
+
+    channels: tuple[str, ...] = CHANNELS
+    window: int = 2000  # values each channel's TailModel remembers
+    min_points: int = 100  # before this many, a channel is silent (residual: model prior)
+    tail_share: float = 0.05
+    conservative: float = 1.0
+    shift_window: int = 8
+    level_window: int = 8
+    stuck_after: int = 10
+
+    def __post_init__(self) -> None:
+        unknown = set(self.channels) - set(CHANNELS)
+        if unknown or not self.channels:
+            raise ValueError(f"channels must be among {', '.join(CHANNELS)}; got {self.channels}")
+
+    def tail(self, prior_beta: float = 0.0) -> TailModel:
+        return TailModel(
+            self.window, self.tail_share, self.min_points, prior_beta, self.conservative
+        )
 
 
 def deviation(actual: float, median: float, lower: float, upper: float) -> float:
-    """Distance from the median in half-interval units on the side the actual value lies."""
+    """Signed distance from the median in half-interval units on the side the value lies."""
     eps = max(_ABS_EPS, _REL_EPS * abs(median))
     if actual >= median:
         return (actual - median) / max(upper - median, eps)
-    return (median - actual) / max(median - lower, eps)
+    return -(median - actual) / max(median - lower, eps)
 
 
-def anomaly_score(dev: float, threshold: float) -> float:
-    """Map a deviation to [0, 1): 0.5 at the threshold, → 1 far outside it."""
-    if not math.isfinite(dev):
-        return 1.0
-    return 1.0 - 2.0 ** (-max(dev, 0.0) / threshold)
+def prior_beta(calibration: Calibration) -> float:
+    """Scale of the exponential tail that clean holdout deviations follow: P(|d| >= threshold)
+    equals the target rate, as calibrated."""
+    return calibration.threshold / -math.log(calibration.target_false_alarm_rate)
 
 
-def is_outlier(score: float) -> bool:
-    return score >= 0.5
+def score_of(log_p: float, log_rate: float) -> float:
+    """[0, 1): 0.5 where p equals the target rate; monotone in -log p; never 1."""
+    lp = max(-log_p, 0.0)
+    return lp / (lp - log_rate)
 
 
-def _z(q: float) -> float:
-    from statistics import NormalDist
-
-    return NormalDist().inv_cdf(q)
-
-
-@dataclass
-class ResidualScale:
-    """Online scale of one series' deviations, per side (above / below the median).
-
-    Tracks an exponentially weighted mean of squared deviations on points judged normal,
-    starting from what a well-calibrated interval gives (``1/z**2``, z the interval's normal
-    quantile) with ``prior_weight`` points of weight, so a new series trusts the model's
-    interval and adapts as evidence comes in. Updates are clipped so an unflagged anomaly
-    cannot inflate the scale by much.
-    """
-
-    upper_quantile: float = 0.99
-    window: int = 500
-    prior_weight: int = 50
-    clip: float = 3.0
-    up: float = field(default=-1.0)
-    down: float = field(default=-1.0)
-    n_up: int = 0
-    n_down: int = 0
-
-    def __post_init__(self) -> None:
-        self.prior = 1.0 / _z(self.upper_quantile) ** 2
-        if self.up < 0:
-            self.up = self.prior
-        if self.down < 0:
-            self.down = self.prior
-
-    def factor(self, above: bool) -> float:
-        """Divide a deviation by this: > 1 when the series' deviations run larger than the
-        model's interval implies. Floored so a too-wide interval sharpens at most 4x."""
-        ms = self.up if above else self.down
-        return max(0.25, math.sqrt(ms / self.prior))
-
-    def update(self, dev: float, above: bool) -> None:
-        d2 = min(dev, self.clip) ** 2
-        if above:
-            self.n_up += 1
-            a = 1.0 / min(self.n_up + self.prior_weight, self.window)
-            self.up += a * (d2 - self.up)
-        else:
-            self.n_down += 1
-            a = 1.0 / min(self.n_down + self.prior_weight, self.window)
-            self.down += a * (d2 - self.down)
+@dataclass(frozen=True)
+class PointScore:
+    deviation: float
+    score: float
+    outlier: bool
 
 
-@dataclass
-class TailThreshold:
-    """A series' own threshold: the ``1 - rate`` quantile of its last ``window`` deviations,
-    used once ``min_points`` are seen and only where it is above the calibrated threshold.
-
-    Outliers are kept in the window (clipped at ``clip`` times the calibrated threshold):
-    leaving them out would censor the tail and the quantile could never rise above the
-    threshold it is meant to correct. The window is kept sorted (insert and evict by bisection,
-    ~1 µs at 1,000 points), so the quantile is exact at every point and depends only on the
-    last ``window`` deviations: a detector that rebuilds a series from its recent log gets the
-    same threshold as one that ran uninterrupted.
-    """
-
-    rate: float = 0.002
-    window: int = 1000
-    min_points: int = 500
-    clip: float = 5.0
-    recent: deque[float] = field(init=False)
-    ordered: list[float] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.recent = deque()
-        self.ordered = []
-
-    @property
-    def value(self) -> float:
-        n = len(self.ordered)
-        if n < self.min_points:
-            return 0.0
-        return self.ordered[min(n - 1, math.ceil((1 - self.rate) * n) - 1)]
-
-    def threshold(self, calibrated: float) -> float:
-        return max(calibrated, self.value)
-
-    def update(self, dev: float, calibrated: float) -> None:
-        cap = self.clip * calibrated
-        d = min(dev, cap) if math.isfinite(dev) else cap
-        self.recent.append(d)
-        bisect.insort(self.ordered, d)
-        if len(self.recent) > self.window:
-            old = self.recent.popleft()
-            del self.ordered[bisect.bisect_left(self.ordered, old)]
+def score_point(
+    actual: float, median: float, lower: float, upper: float, calibration: Calibration
+) -> PointScore:
+    """What the model's calibration alone says of one reading (no series history)."""
+    d = deviation(actual, median, lower, upper)
+    log_p = max(-745.0, -abs(d) / prior_beta(calibration))
+    s = score_of(log_p, math.log(calibration.target_false_alarm_rate))
+    return PointScore(d, s, s >= 0.5)
 
 
 @dataclass
@@ -156,9 +104,9 @@ class Flatline:
     """A stuck sensor: the same value repeated exactly, by a series that normally varies.
 
     Forecast deviations cannot see it (a stuck value is usually a plausible one), so it is a
-    rule of its own: ``after`` exact repeats in a row make an outlier, unless exact repeats
-    are common in this series' normal data (a quantised sensor), tracked as an EWMA.
-    """
+    channel of its own: ``after`` exact repeats in a row reach the target rate, and longer runs
+    are rarer still, unless exact repeats are common in this series' normal data (a quantised
+    sensor), tracked as an EWMA."""
 
     after: int = 10
     max_repeat_rate: float = 0.05
@@ -166,8 +114,8 @@ class Flatline:
     run: int = 0
     repeat_rate: float = 0.0
 
-    def step(self, value: float) -> float:
-        """Advance by one value; returns a score in [0, 1) (>= 0.5 once stuck)."""
+    def step(self, value: float, log_rate: float) -> float:
+        """Advance by one value; returns the log probability of the current run."""
         if self.prev is not None and value == self.prev:
             self.run += 1
         else:
@@ -181,35 +129,99 @@ class Flatline:
         self.prev = value
         if self.after <= 0 or self.run < self.after or self.repeat_rate > self.max_repeat_rate:
             return 0.0
-        return 1.0 - 2.0 ** (-self.run / self.after)
+        return log_rate * self.run / self.after
 
 
 @dataclass(frozen=True)
-class PointScore:
-    deviation: float  # after per-series adaptation, when a scale is given
+class Evidence:
+    log_p: float  # combined, Bonferroni-corrected
     score: float
-    outlier: bool
+    fired: tuple[str, ...]  # channels that alone reach the target rate
 
 
-def score_point(
-    actual: float,
-    median: float,
-    lower: float,
-    upper: float,
-    calibration: Calibration,
-    scale: ResidualScale | None = None,
-    tail: TailThreshold | None = None,
-) -> PointScore:
-    """Score one point; with a ``scale`` (and a ``tail``), adapt to the series and learn from
-    the point."""
-    raw = deviation(actual, median, lower, upper)
-    above = actual >= median
-    dev = raw / scale.factor(above) if scale is not None else raw
-    threshold = tail.threshold(calibration.threshold) if tail is not None else calibration.threshold
-    s = anomaly_score(dev, threshold)
-    outlier = is_outlier(s)
-    if scale is not None and not outlier:
-        scale.update(raw, above)
-    if tail is not None:
-        tail.update(dev, calibration.threshold)
-    return PointScore(dev, s, outlier)
+@dataclass
+class SeriesChannels:
+    """Every channel of one series: ``observe`` scores a reading, ``learn`` updates them."""
+
+    config: ChannelConfig
+    log_rate: float
+    residual: TailModel
+    shift: TailModel = field(init=False)
+    level: TailModel = field(init=False)
+    reference: TailModel = field(init=False)  # recent values
+    flatline: Flatline = field(init=False)
+    recent_dev: deque[float] = field(init=False)
+    recent_val: deque[float] = field(init=False)
+    _stats: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        c = self.config
+        self.shift, self.level, self.reference = c.tail(), c.tail(), c.tail()
+        self.flatline = Flatline(after=c.stuck_after)
+        self.recent_dev = deque(maxlen=c.shift_window)
+        self.recent_val = deque(maxlen=c.level_window)
+
+    @classmethod
+    def create(cls, config: ChannelConfig, calibration: Calibration) -> SeriesChannels:
+        rate = calibration.target_false_alarm_rate
+        return cls(config, math.log(rate), config.tail(prior_beta(calibration)))
+
+    def warm(self, value: float) -> None:
+        """A reading before scoring starts: it teaches the reference and the stuck rule."""
+        self.flatline.step(value, self.log_rate)
+        self.recent_val.append(value)
+        self.reference.update(value)
+
+    def observe(self, value: float, dev: float) -> Evidence:
+        self.recent_dev.append(dev)
+        self.recent_val.append(value)
+        ev = {k: self._channel(k, value, dev) for k in self.config.channels}
+        ev = {k: v for k, v in ev.items() if v is not None}
+        bonferroni = math.log(max(1, len(ev)))
+        log_p = min(0.0, min(ev.values(), default=0.0) + bonferroni)
+        fired = tuple(k for k, v in ev.items() if v + bonferroni <= self.log_rate)
+        return Evidence(log_p, score_of(log_p, self.log_rate), fired)
+
+    def _channel(self, name: str, value: float, dev: float) -> float | None:
+        """The channel's log tail probability; None while it cannot speak yet."""
+        if name == "residual":
+            self._stats[name] = abs(dev)
+            return self.residual.log_sf(abs(dev))
+        if name == "shift":
+            if len(self.recent_dev) < self.config.shift_window:
+                return None
+            s = abs(sum(self.recent_dev)) / math.sqrt(len(self.recent_dev))
+            self._stats[name] = s
+            return self.shift.log_sf(s) if self.shift.ready else None
+        if name == "level":
+            s = self._level_stat()
+            if s is None:
+                return None
+            self._stats[name] = s
+            return self.level.log_sf(s) if self.level.ready else None
+        return self.flatline.step(value, self.log_rate)
+
+    def _level_stat(self) -> float | None:
+        ref = self.reference
+        if ref.n < self.config.min_points or len(self.recent_val) < self.config.level_window:
+            return None
+        med = ref.quantile(0.5)
+        iqr = ref.quantile(0.75) - ref.quantile(0.25)
+        # A quantised or nearly constant series has no IQR: fall back on 1 % of its range.
+        spread = max(iqr, 0.01 * (ref.ordered[-1] - ref.ordered[0]), 1e-9 * (abs(med) + 1e-9))
+        return abs(sum(self.recent_val) / len(self.recent_val) - med) / spread
+
+    def learn(self, value: float) -> None:
+        """After the decision, every channel learns its statistic, outliers included: bursts
+        that recur become this series' normal instead of a false alarm each time (measured:
+        freezing the reference during episodes kept false episodes open on drifting sensors)."""
+        for name, s in self._stats.items():
+            getattr(self, name).update(s)
+        self._stats.clear()
+        self.reference.update(value)
+
+    def accept_regime(self) -> None:
+        """The departure is the new normal: forget the old level."""
+        self.reference.clear()
+        self.level.clear()
+        self.flatline.repeat_rate = 1.0

@@ -23,8 +23,11 @@ import numpy as np
 import pandas as pd
 
 from iot_mlops.events import Reading
-from iot_mlops.scoring.alarms import AlarmPolicy
-from iot_mlops.scoring.calibrate import Calibration
+from iot_mlops.scoring.calibrate import MAX_THRESHOLD, Calibration
+from iot_mlops.scoring.channels import ChannelConfig
+from iot_mlops.scoring.device import DeviceDecision, DeviceState
+from iot_mlops.scoring.episodes import EpisodePolicy
+from iot_mlops.scoring.rules import Rules
 from iot_mlops.scoring.state import Forecast, Outcome, Scored, SeriesState
 
 
@@ -45,6 +48,7 @@ class Result:
     reading: Reading
     outcome: Outcome
     scored: Scored | None = None
+    device: DeviceDecision | None = None  # a device-level decision this reading completed
 
 
 def freq_to_ms(freq: str) -> int:
@@ -55,16 +59,23 @@ class Engine:
     def __init__(
         self,
         model: ForecasterLike,
-        policy: AlarmPolicy = AlarmPolicy(),
+        policy: object = None,  # transitional: the old alarm policy, ignored
         min_history: int = 32,
-        accept_after: int = 0,
+        accept_after: int | None = None,
         on_model_call: Callable[[int, float], None] = lambda _n, _s: None,
+        channels: ChannelConfig | None = None,
+        episodes: EpisodePolicy | None = None,
+        observe_only: bool = False,
     ) -> None:
-        self.policy = policy
+        self.channel_config = channels or ChannelConfig()
+        if episodes is None:
+            episodes = EpisodePolicy(accept_after=accept_after or 0)
+        self.episode_policy = episodes
+        self.observe_only = observe_only
         self.min_history = min_history
-        self.accept_after = accept_after
         self.on_model_call = on_model_call
         self.series: dict[str, SeriesState] = {}
+        self.devices: dict[str, DeviceState] = {}
         self.set_model(model)
 
     def set_model(self, model: ForecasterLike) -> None:
@@ -74,10 +85,16 @@ class Engine:
         self.step_ms = freq_to_ms(model.freq)
         self.horizon = model.prediction_length
         self.calibration = model.calibration
+        # A calibration that can never fire (training's collection of clean deviations) means:
+        # score, flag nothing.
+        never = model.calibration.threshold > MAX_THRESHOLD
+        self.rules = Rules(
+            model.calibration, self.channel_config, self.episode_policy, self.observe_only or never
+        )
+        # Channel histories are kept: deviations are in interval units whatever the model, so
+        # a swap does not send every series back to warm-up (a burst of false alarms).
         for st in self.series.values():
             st.forecast = None
-            st.scale = None  # learnt against the old model's intervals
-            st.tail = None
             if st.step_ms != self.step_ms or st.context_length != model.context_length:
                 # A model on another grid or context length: rebuild the window from scratch.
                 st.step_ms = self.step_ms
@@ -94,13 +111,17 @@ class Engine:
         return sum(1 for st in self.series.values() if st.observed < self.min_history)
 
     def drop(self, keys: Sequence[str]) -> None:
+        """Forget series (and their devices): their partition moved to another replica."""
         for k in keys:
-            self.series.pop(k, None)
+            st = self.series.pop(k, None)
+            if st is not None:
+                self.devices.pop(st.device_id, None)
 
-    def _state(self, key: str) -> SeriesState:
+    def _state(self, key: str, device_id: str = "") -> SeriesState:
         st = self.series.get(key)
         if st is None:
-            st = self.series[key] = SeriesState(self.step_ms, self.model.context_length)
+            st = SeriesState(self.step_ms, self.model.context_length, key, device_id or key)
+            self.series[key] = st
         return st
 
     def prime(self, key: str, last_ms: int, values: np.ndarray) -> None:
@@ -126,35 +147,57 @@ class Engine:
         cursor = dict.fromkeys(queues, 0)
         pending = list(queues)
         while pending:
-            need: list[str] = []
-            for key in pending:
-                st = self._state(key)
-                q = queues[key]
-                while cursor[key] < len(q):
-                    i = q[cursor[key]]
-                    r = readings[i]
-                    grid = st.align(r.timestamp_ms)
-                    outcome = st.classify(grid, self.min_history)
-                    if outcome is Outcome.NEEDS_FORECAST:
-                        st.fill_gap_before(grid)
-                        outcome = st.classify(grid, self.min_history)
-                    if outcome is Outcome.NEEDS_FORECAST:
-                        need.append(key)
-                        break
-                    if outcome is Outcome.SCORED:
-                        s = st.score(
-                            grid, r.metric_value, self.calibration, self.policy, self.accept_after
-                        )
-                        results[i] = Result(r, outcome, s)
-                    else:
-                        if outcome is Outcome.WARMING_UP:
-                            st.warm(grid, r.metric_value)
-                        results[i] = Result(r, outcome)
-                    cursor[key] += 1
+            need = [k for k in pending if not self._advance(k, queues, cursor, readings, results)]
             if need:
                 self._refresh(need)
             pending = need
-        return [r for r in results if r is not None]
+        return self._decide_devices([r for r in results if r is not None])
+
+    def _advance(
+        self,
+        key: str,
+        queues: dict[str, list[int]],
+        cursor: dict[str, int],
+        readings: Sequence[Reading],
+        results: list[Result | None],
+    ) -> bool:
+        """Score ``key``'s readings from its cursor on; False when it needs a forecast first."""
+        queue = queues[key]
+        st = self._state(key, readings[queue[0]].device_id)
+        while cursor[key] < len(queue):
+            i = queue[cursor[key]]
+            r = readings[i]
+            grid = st.align(r.timestamp_ms)
+            outcome = st.classify(grid, self.min_history)
+            if outcome is Outcome.NEEDS_FORECAST:
+                st.fill_gap_before(grid)
+                outcome = st.classify(grid, self.min_history)
+            if outcome is Outcome.NEEDS_FORECAST:
+                return False
+            scored = None
+            if outcome is Outcome.SCORED:
+                scored = st.score(grid, r.metric_value, self.rules)
+            elif outcome is Outcome.WARMING_UP:
+                st.warm(grid, r.metric_value, self.rules)
+            results[i] = Result(r, outcome, scored)
+            cursor[key] += 1
+        return True
+
+    def _decide_devices(self, results: list[Result]) -> list[Result]:
+        """The device-level pass, in log order (per device, the order its readings arrived)."""
+        out = []
+        for res in results:
+            sc = res.scored
+            if sc is not None:
+                r = res.reading
+                dev = self.devices.get(r.device_id)
+                if dev is None:
+                    dev = self.devices[r.device_id] = DeviceState(r.device_id)
+                decision = dev.observe(r.metric_name, sc.grid_ms, sc.log_p, self.rules)
+                if decision is not None:
+                    res = Result(r, res.outcome, sc, decision)
+            out.append(res)
+        return out
 
     def _refresh(self, keys: list[str]) -> None:
         """One model call for every series in ``keys``."""

@@ -1,10 +1,11 @@
 """Per-series state: a bounded window of recent values on the model's time grid, the current
-forecast for the next steps, and the alarm state. Pure: no I/O, no model.
+forecast for the next steps, the evidence channels and the episode. Pure: no I/O, no model.
 
 Readings are aligned to the grid (rounded to the nearest step). A reading for a grid step that
 was already seen is a duplicate, an earlier one is late: both are counted and skipped, never
-scored twice. Missing steps (gaps) enter the window as NaN, which the model fills. A flagged
-value enters the window as the forecast median, so an anomaly does not pollute later forecasts.
+scored twice. Missing steps (gaps) enter the window as NaN, which the model fills. An outlier
+enters the window as the forecast median, so an anomaly does not pollute later forecasts; when
+an episode is accepted as the new normal, its real values are written back.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from enum import StrEnum
 
 import numpy as np
 
-from iot_mlops.scoring.alarms import AlarmPolicy, AlarmState
-from iot_mlops.scoring.calibrate import Calibration
-from iot_mlops.scoring.channels import Flatline, ResidualScale, TailThreshold, score_point
+from iot_mlops.scoring.channels import Evidence, SeriesChannels, deviation
+from iot_mlops.scoring.episodes import Change, Episode, EpisodeSummary, Onset, summarise
+from iot_mlops.scoring.rules import Rules
 
 
 class Outcome(StrEnum):
@@ -48,29 +49,39 @@ class Forecast:
 
 @dataclass(frozen=True)
 class Scored:
-    deviation: float
+    deviation: float  # |deviation| from the forecast, in half-interval units
     predicted: float
     lower: float
     upper: float
-    score: float
-    outlier: bool
-    alarm: bool
+    score: float  # anomaly_score in [0, 1): how rare the evidence is for this series
+    outlier: bool  # score >= 0.5
+    alarm: bool  # this reading opened an episode: one alarm per departure
     model_version: str
+    grid_ms: int = 0  # the reading's time on the model's grid
+    log_p: float = 0.0  # the combined evidence's log tail probability
+    in_episode: bool = False  # the series is in an episode after this reading
+    closed: bool = False  # this reading closed the series' episode
+    fired: tuple[str, ...] = ()
+    episode: EpisodeSummary | None = None  # on an open or a close
+
+    @property
+    def onset(self) -> bool:
+        return self.alarm
 
 
 @dataclass
 class SeriesState:
     step_ms: int
     context_length: int
+    key: str = ""  # the series id, for episode ids
+    device_id: str = ""
     values: deque[float] = field(init=False)
     last_ms: int | None = None  # grid time of the newest value in ``values``
     observed: int = 0  # real (non-gap) values seen
     forecast: Forecast | None = None
-    alarm: AlarmState = field(default_factory=AlarmState)
-    scale: ResidualScale | None = None
-    tail: TailThreshold | None = None
-    flatline: Flatline = field(default_factory=Flatline)
-    # The current run of outliers: (grid time, real value), for regime acceptance.
+    channels: SeriesChannels | None = None
+    episode: Episode = field(default_factory=Episode)
+    # The current episode's outliers: (grid time, real value), written back on acceptance.
     outlier_run: list[tuple[int, float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -110,49 +121,73 @@ class SeriesState:
             if self.observed:  # not reset by a long outage
                 self.last_ms = grid_ms - self.step_ms
 
-    def warm(self, grid_ms: int, value: float) -> None:
-        self.flatline.step(value)
+    def _channels(self, rules: Rules) -> SeriesChannels:
+        if self.channels is None:
+            self.channels = SeriesChannels.create(rules.channels, rules.calibration)
+        return self.channels
+
+    def warm(self, grid_ms: int, value: float, rules: Rules) -> None:
+        self._channels(rules).warm(value)
         self._advance_to(grid_ms)
         self.values.append(value)
         self.last_ms = grid_ms
         self.observed += 1
 
-    def score(
-        self,
-        grid_ms: int,
-        value: float,
-        calibration: Calibration,
-        policy: AlarmPolicy,
-        accept_after: int = 0,
-    ) -> Scored:
+    def score(self, grid_ms: int, value: float, rules: Rules) -> Scored:
         fc = self.forecast
         assert fc is not None
         i = fc.index(grid_ms)
         assert i is not None
         med, lo, hi = fc.median[i], fc.lower[i], fc.upper[i]
-        if self.scale is None:
-            self.scale = ResidualScale(upper_quantile=calibration.upper_quantile)
-        if self.tail is None:
-            self.tail = TailThreshold(rate=calibration.target_false_alarm_rate)
-        p = score_point(value, med, lo, hi, calibration, self.scale, self.tail)
-        stuck = self.flatline.step(value)
-        score, outlier = max(p.score, stuck), p.outlier or stuck >= 0.5
-        alarm = self.alarm.step(outlier, policy)
+        ch = self._channels(rules)
+        dev = deviation(value, med, lo, hi)
+        ev = ch.observe(value, dev)
+        if rules.observe_only:
+            ev = Evidence(0.0, 0.0, ())
+        change = self.episode.step(
+            Onset(grid_ms, value, med, lo, hi),
+            ev.log_p,
+            ev.score,
+            ev.fired,
+            rules.log_rate,
+            rules.episodes,
+        )
+        ch.learn(value)
+        outlier = ev.score >= 0.5
         self._advance_to(grid_ms)
         # Outliers enter the context as the forecast so they do not drag later forecasts.
         self.values.append(med if outlier else value)
         self.last_ms = grid_ms
         self.observed += 1
-        if outlier:
+        self._track_outliers(grid_ms, value, outlier, change)
+        return Scored(
+            abs(dev),
+            med,
+            lo,
+            hi,
+            ev.score,
+            outlier,
+            change is Change.OPENED,
+            fc.model_version,
+            grid_ms,
+            ev.log_p,
+            self.episode.open,
+            change in (Change.CLOSED, Change.ACCEPTED),
+            ev.fired,
+            summarise(self.episode, self.key, change, grid_ms),
+        )
+
+    def _track_outliers(self, grid_ms: int, value: float, outlier: bool, change: Change) -> None:
+        if outlier and (self.episode.open or change is Change.ACCEPTED):
             self.outlier_run.append((grid_ms, value))
-            if accept_after and len(self.outlier_run) >= accept_after:
-                self._accept_regime()
-        else:
+        if change is Change.ACCEPTED:
+            self._accept_regime()
+        elif not self.episode.open:
             self.outlier_run.clear()
-        return Scored(p.deviation, med, lo, hi, score, outlier, alarm, fc.model_version)
 
     def _accept_regime(self) -> None:
-        """Write the run's real values back into the window and forecast afresh from them."""
+        """Write the episode's real values back into the window, forecast afresh from them,
+        and let the channels relearn the level."""
         assert self.last_ms is not None
         n = len(self.values)
         for t, v in self.outlier_run:
@@ -161,9 +196,8 @@ class SeriesState:
                 self.values[n - 1 - back] = v
         self.outlier_run.clear()
         self.forecast = None
-        # A flat line that lasted this long is this series' new normal (e.g. a valve closed):
-        # repeats stop counting as stuck until the series varies for a while again.
-        self.flatline.repeat_rate = 1.0
+        if self.channels is not None:
+            self.channels.accept_regime()
 
     def context(self) -> tuple[int, np.ndarray]:
         """(grid time of the first value, values) for a forecast from ``last_ms``."""

@@ -1,0 +1,43 @@
+"""The decision rules a series is scored under: the model's calibration, the channels and the
+episode policy, bundled so that training, evaluation and the detector pass one value."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from iot_mlops.scoring.calibrate import Calibration
+from iot_mlops.scoring.channels import ChannelConfig
+from iot_mlops.scoring.episodes import EpisodePolicy
+
+
+@dataclass(frozen=True)
+class Rules:
+    calibration: Calibration
+    channels: ChannelConfig = field(default_factory=ChannelConfig)
+    episodes: EpisodePolicy = field(default_factory=EpisodePolicy)
+    # Score every reading but never flag one (training collects clean deviations this way).
+    observe_only: bool = False
+
+    @property
+    def log_rate(self) -> float:
+        return math.log(self.calibration.target_false_alarm_rate)
+
+
+def engine_options(settings: Any) -> dict[str, Any]:
+    """The engine's channel and episode configuration from the one settings object."""
+    channels = tuple(c.strip() for c in settings.channels.split(",") if c.strip())
+    return {
+        "channels": ChannelConfig(
+            channels=channels,
+            window=settings.tail_window,
+            min_points=settings.tail_min_points,
+            conservative=settings.tail_conservative,
+        ),
+        "episodes": EpisodePolicy(
+            close_after=settings.episode_close_after,
+            hold=settings.episode_hold,
+            accept_after=settings.regime_accept_after,
+        ),
+    }
