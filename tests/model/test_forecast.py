@@ -178,6 +178,7 @@ def naive_forecaster(tmp_path_factory: pytest.TempPathFactory) -> Forecaster:
     )
     predictor.fit(tsdf, hyperparameters={"Naive": {"n_jobs": 1}}, enable_ensemble=False)
     meta = {
+        "format_version": 1,
         "freq": data.freq,
         "prediction_length": 6,
         "context_length": 32,

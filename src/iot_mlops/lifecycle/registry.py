@@ -180,10 +180,13 @@ def load_forecaster(
         get_version(settings, version)
     uri = f"models:/{settings.model_name}/{version}"
     # Artifact downloads can be large: allow a couple of retries and a longer timeout.
-    with mlflow_calls(settings, retries=2, timeout_s=120):
-        mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-        mlflow.set_registry_uri(settings.mlflow_tracking_uri)
-        pyfunc = mlflow.pyfunc.load_model(uri)
+    try:
+        with mlflow_calls(settings, retries=2, timeout_s=120):
+            mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+            mlflow.set_registry_uri(settings.mlflow_tracking_uri)
+            pyfunc = mlflow.pyfunc.load_model(uri)
+    except ModelError as e:  # e.g. the pyfunc's metadata check: say which version
+        raise ModelError(f"{uri} cannot be loaded: {e.message}", fix=e.fix) from None
     model = pyfunc.unwrap_python_model()
     if not isinstance(model, ForecastModel) and not hasattr(model, "forecast"):
         raise ModelError(f"{uri} is not an iot-mlops forecaster (got {type(model).__name__})")

@@ -24,6 +24,7 @@ import pandas as pd
 
 from iot_mlops.errors import ConfigError
 from iot_mlops.events import series_id
+from iot_mlops.model.metadata import ModelMetadata
 from iot_mlops.model.pyfunc import ForecastModel, finish_forecast, prepare_context
 from iot_mlops.scoring.calibrate import Calibration
 
@@ -41,18 +42,29 @@ class Forecaster:
     """A trained forecaster plus the calibration fitted with it (see module doc)."""
 
     def __init__(
-        self, model: ForecastModel, name: str = "local", version: str | None = None
+        self,
+        model: ForecastModel,
+        name: str = "local",
+        version: str | None = None,
+        calibration: Calibration | None = None,
     ) -> None:
-        md = model.metadata
+        """``calibration`` stands in for the metadata's (training's calibration pass, which
+        runs before there is one); a model to serve must carry its own."""
+        where = f"{name} version {version}" if version else f"model {name!r}"
+        meta = ModelMetadata.from_dict(
+            model.metadata, model=where, require_calibration=calibration is None
+        )
         self._model = model
         self.name = name
         self.version = version
-        self.metadata: dict[str, Any] = md
-        self.freq: str = str(md["freq"])
-        self.prediction_length: int = int(md["prediction_length"])
-        self.context_length: int = int(md["context_length"])
-        self.quantile_levels: tuple[float, ...] = tuple(float(q) for q in md["quantile_levels"])
-        self.calibration: Calibration = Calibration.from_dict(md["calibration"])
+        self.metadata = meta
+        self.freq: str = meta.freq
+        self.prediction_length: int = meta.prediction_length
+        self.context_length: int = meta.context_length
+        self.quantile_levels: tuple[float, ...] = meta.quantile_levels
+        cal = calibration or meta.calibration
+        assert cal is not None  # from_dict required it
+        self.calibration: Calibration = cal
         # Set by enable_fast_path once verified: a faster equivalent of the predictor's predict.
         self._fast: Any = None
 
@@ -67,7 +79,7 @@ class Forecaster:
 
     @property
     def metrics(self) -> dict[str, float]:
-        return dict(self.metadata.get("metrics", {}))
+        return dict(self.metadata.metrics)
 
     def forecast(self, context: pd.DataFrame) -> pd.DataFrame:
         """context: long frame (item_id, timestamp, target), tz-naive UTC or tz-aware, NaN for
@@ -85,7 +97,7 @@ class Forecaster:
             )
             self._fast = None
             return self._model.forecast(context)
-        return finish_forecast(out, tz_aware, self.metadata)
+        return finish_forecast(out, tz_aware, self._model.metadata)
 
     def prepare(self, single_process: bool = True, warm_up: bool = True) -> Forecaster:
         """Make the predictor ready for the hot path: models kept in memory, no worker pools,

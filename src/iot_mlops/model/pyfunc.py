@@ -25,6 +25,8 @@ from mlflow.pyfunc import PythonModel
 
 PREDICTOR_ARTIFACT = "predictor"
 METADATA_ARTIFACT = "metadata"
+# iot_mlops.model.metadata.SCHEMA_VERSION, for where iot_mlops is not installed.
+SCHEMA_VERSION = 1
 
 
 def _to_naive_utc(ts: pd.Series) -> tuple[pd.Series, bool]:
@@ -75,6 +77,21 @@ def finish_forecast(out: pd.DataFrame, tz_aware: bool, metadata: dict[str, Any])
     return out
 
 
+def check_metadata(metadata: dict[str, Any]) -> None:
+    """Refuse an older or foreign model at load time: with iot_mlops installed, its typed check
+    (``iot_mlops.model.metadata``); without it (``mlflow models serve``), the schema version."""
+    try:
+        from iot_mlops.model.metadata import ModelMetadata
+    except ImportError:
+        if metadata.get("format_version") != SCHEMA_VERSION:
+            raise ValueError(
+                f"model metadata version {metadata.get('format_version')!r}, expected "
+                f"{SCHEMA_VERSION}: retrain the model with `iot-mlops train`"
+            ) from None
+        return
+    ModelMetadata.from_dict(metadata)
+
+
 class ForecastModel(PythonModel):
     """An AutoGluon ``TimeSeriesPredictor`` plus the metadata it was trained and calibrated
     with (frequency, horizon, context length, quantiles, calibrated threshold, metrics)."""
@@ -96,6 +113,7 @@ class ForecastModel(PythonModel):
         from autogluon.timeseries import TimeSeriesPredictor
 
         self.metadata = json.loads(Path(context.artifacts[METADATA_ARTIFACT]).read_text())
+        check_metadata(self.metadata)
         # The artifact directory is a copy in a temporary location; a version mismatch would
         # silently change behaviour, so AutoGluon's own check stays on.
         self.predictor = TimeSeriesPredictor.load(context.artifacts[PREDICTOR_ARTIFACT])

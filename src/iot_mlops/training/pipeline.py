@@ -26,7 +26,7 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,9 @@ from iot_mlops.model.forecaster import (
     prepare,
     wql,
 )
+from iot_mlops.model.metadata import ModelMetadata
 from iot_mlops.model.pyfunc import METADATA_ARTIFACT, PREDICTOR_ARTIFACT, ForecastModel
+from iot_mlops.progress import Reporter
 from iot_mlops.scoring.alarms import AlarmPolicy, AlarmState
 from iot_mlops.scoring.calibrate import Calibration, calibrate
 from iot_mlops.scoring.channels import score_point
@@ -60,57 +62,6 @@ MAX_BACKTEST_WINDOWS = 120
 # Date features that a few days of training data cannot support: a tree model would see one
 # value of day_of_year in training and extrapolate blindly on the next day.
 _LONG_DATE_FEATURES = {"day_of_month", "day_of_year", "week_of_year", "month_of_year"}
-FORMAT_VERSION = 1
-
-
-# --- progress ----------------------------------------------------------------------------------
-
-
-class Reporter:
-    """Phase progress for the CLI (rich), silent when no console is given."""
-
-    def __init__(self, console: Any | None = None) -> None:
-        self.console = console
-        self.timings: dict[str, float] = {}
-        self._progress: Any = None
-        self._task: Any = None
-
-    @contextlib.contextmanager
-    def phase(self, name: str, total: int | None = None) -> Iterator[Reporter]:
-        t0 = time.perf_counter()
-        if self.console is None:
-            yield self
-        else:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                SpinnerColumn,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-
-            columns: list[Any] = [SpinnerColumn(), TextColumn("{task.description}")]
-            if total:
-                columns += [BarColumn(), MofNCompleteColumn()]
-            columns.append(TimeElapsedColumn())
-            with Progress(*columns, console=self.console, transient=True) as p:
-                self._progress, self._task = p, p.add_task(name, total=total)
-                try:
-                    yield self
-                finally:
-                    self._progress = self._task = None
-        self.timings[name] = time.perf_counter() - t0
-        if self.console is not None:
-            self.console.print(f"[green]✓[/] {name} [dim]({self.timings[name]:.1f} s)[/]")
-
-    def advance(self, n: int = 1) -> None:
-        if self._progress is not None:
-            self._progress.advance(self._task, n)
-
-    def note(self, msg: str) -> None:
-        if self.console is not None:
-            self.console.print(f"  {msg}", highlight=False)
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -439,10 +390,11 @@ def evaluate(
     # forecasts, per-series adaptation, context cleaning, regime acceptance, alarm hygiene), so
     # the threshold is fitted to, and the precision/recall measured on, what runs live.
     rseries = _replay_series(series)
-    # The engine takes a Forecaster; the real calibration does not exist yet (it is what this
-    # pass computes), so a placeholder with the right quantile columns stands in.
-    model.metadata.setdefault("calibration", Calibration(lo_q, hi_q).to_dict())
-    engine_model = Forecaster(model, name="candidate", version="candidate")
+    # The model has no calibration yet (this pass computes it): the engine reads the interval
+    # of the quantiles the calibration will use, and replay never fires while collecting.
+    engine_model = Forecaster(
+        model, name="candidate", version="candidate", calibration=Calibration(lo_q, hi_q)
+    )
     engine_model.enable_fast_path()  # the detector's path, and a faster calibration
     policy = AlarmPolicy(settings.alarm_min_consecutive, settings.alarm_cooldown)
     n_blocks = _n_blocks(series, pl)
@@ -686,23 +638,25 @@ def train(
         levels = sorted(float(q) for q in settings.quantile_levels)
         if 0.5 not in levels:
             raise ConfigError("quantile_levels must include 0.5 (the forecast median)")
-        metadata: dict[str, Any] = {
-            "format_version": FORMAT_VERSION,
-            "freq": data.freq,
-            "prediction_length": settings.prediction_length,
-            "context_length": settings.context_length,
-            "quantile_levels": levels,
-            "models": models,
-            "best_model": best,
-            "target": "target",
-        }
-        model = ForecastModel.from_predictor(predictor, metadata)
+        meta = ModelMetadata(
+            freq=data.freq,
+            prediction_length=settings.prediction_length,
+            context_length=settings.context_length,
+            quantile_levels=tuple(levels),
+            best_model=best,
+            models=tuple(models),
+        )
+        model = ForecastModel.from_predictor(predictor, meta.to_dict())
         model.predictor.persist()
         ev = evaluate(model, series, settings, rep)
         metrics = {**ev.metrics, "train_seconds": train_seconds}
-        metadata["calibration"] = ev.calibration.to_dict()
-        metadata["metrics"] = {k: v for k, v in metrics.items() if math.isfinite(v)}
-        metadata["data"] = {"hash": data_hash(data_path), "n_series": len(series)}
+        meta = meta.calibrated(
+            ev.calibration,
+            {k: v for k, v in metrics.items() if math.isfinite(v)},
+            {"hash": data_hash(data_path), "n_series": len(series)},
+        )
+        metadata = meta.to_dict()
+        model.metadata = metadata
 
         params = {
             "models": ",".join(models),
