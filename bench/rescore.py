@@ -1,19 +1,21 @@
 """Re-score a kept evaluation offline with variants of the scoring rules (ablations).
 
-``iot-mlops evaluate DATA --labels LABELS --out OUT --keep-topics`` keeps the scores topic,
-which holds every scored reading's forecast (median and interval). This script reads it back
-and replays each file's readings through the detector's own per-series state
-(``SeriesState.score``) with those recorded forecasts, under several rule variants, and scores
-each variant with the same NAB-style scorer as ``evaluate``.
+``iot-mlops evaluate DATA ... --out OUT --keep-topics`` keeps the scores topic, which holds
+every scored reading's forecast (median and interval). This script reads it back and replays
+each file's readings through the detector's own per-series state (``SeriesState.score``, the
+channels, the episodes) and device aggregation (``DeviceState``) with those recorded
+forecasts, under several rule variants, and scores each variant with ``evaluate``'s own scorer
+(NAB-style profiles on onsets, SKAB's per-row F1/FAR/MAR on in-episode rows, the changepoint
+score on opens and closes).
 
-It is an approximation of re-running ``evaluate``: the forecasts are the recorded ones, so
-the effect of a variant on later forecasts (a flagged value enters the model's context as the
-forecast median) is ignored. Good for ranking rule changes in seconds; confirm a winner with a
-full ``evaluate``.
+It approximates re-running ``evaluate``: the forecasts are the recorded ones, so a variant's
+effect on later forecasts (an outlier enters the model's context as the forecast median) is
+ignored. Good for ranking rule changes in seconds; confirm a winner with a full ``evaluate``.
 
-Usage::
+Usage (the same data options as the evaluation)::
 
-    .venv/bin/python bench/rescore.py DATA_DIR LABELS.json OUT_DIR [--variant NAME ...]
+    .venv/bin/python bench/rescore.py DATA_DIR OUT_DIR [--labels L] [--train-rows N]
+        [--label-column C] [--ignore-column C ...] [--sep S] [--variant NAME ...]
 """
 
 from __future__ import annotations
@@ -22,122 +24,156 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
 import pandas as pd
 
 from iot_mlops.config import Settings
-from iot_mlops.evaluation.pipeline import GRID_STEP_NS, load_corpus, read_topic, stream_order
-from iot_mlops.evaluation.scores import load_labels, score_corpus
-from iot_mlops.scoring.alarms import AlarmPolicy
+from iot_mlops.evaluation.datasets import ReadOptions, corpus_labels, load_corpus
+from iot_mlops.evaluation.grid import GRID_STEP_NS
+from iot_mlops.evaluation.score_report import score_corpus
+from iot_mlops.evaluation.stream import message_order, read_topic
+from iot_mlops.evaluation.windows import load_labels
 from iot_mlops.scoring.calibrate import Calibration
-from iot_mlops.scoring.channels import TailThreshold
+from iot_mlops.scoring.channels import ChannelConfig
+from iot_mlops.scoring.device import DeviceState
+from iot_mlops.scoring.episodes import EpisodePolicy
+from iot_mlops.scoring.rules import Rules
 from iot_mlops.scoring.state import Forecast, SeriesState
 
 
 @dataclass(frozen=True)
 class Variant:
-    tail: bool = True  # per-series tail threshold (scoring.channels.TailThreshold)
-    threshold_factor: float = 1.0  # times the calibrated threshold
-    cooldown: int = 0  # AlarmPolicy.cooldown
-    accept_after: int = 30  # regime acceptance (settings.regime_accept_after)
+    channels: ChannelConfig = field(default_factory=ChannelConfig)
+    episodes: EpisodePolicy = field(default_factory=lambda: EpisodePolicy(accept_after=30))
 
 
+BASE = Variant()
 VARIANTS = {
-    "calibrated threshold only (no tail)": Variant(tail=False),
-    "global threshold x1.5": Variant(tail=False, threshold_factor=1.5),
-    "global threshold x2": Variant(tail=False, threshold_factor=2.0),
-    "cooldown 50 (no tail)": Variant(tail=False, cooldown=50),
-    "per-series tail threshold (kept)": Variant(),
-    "tail + cooldown 20": Variant(cooldown=20),
-    "tail, no regime acceptance": Variant(accept_after=0),
+    "default": BASE,
+    "residual only": replace(BASE, channels=ChannelConfig(channels=("residual",))),
+    "residual + stuck": replace(BASE, channels=ChannelConfig(channels=("residual", "stuck"))),
+    "no level": replace(BASE, channels=ChannelConfig(channels=("residual", "shift", "stuck"))),
+    "no shift": replace(BASE, channels=ChannelConfig(channels=("residual", "level", "stuck"))),
+    "tails not widened (conservative 0)": replace(BASE, channels=ChannelConfig(conservative=0)),
+    "tails widened more (conservative 2)": replace(BASE, channels=ChannelConfig(conservative=2)),
+    "close after 30": replace(BASE, episodes=EpisodePolicy(close_after=30, accept_after=30)),
+    "hold 0.5 (longer episodes)": replace(BASE, episodes=EpisodePolicy(hold=0.5, accept_after=30)),
+    "no regime acceptance": replace(BASE, episodes=EpisodePolicy(accept_after=0)),
 }
 
 
-def recorded(
-    data_dir: Path, out_dir: Path, settings: Settings
-) -> tuple[list, list, Calibration, float]:
-    """The corpus, each file's recorded rows (outcome, median, lower, upper), the calibration
-    and the probation share."""
+def recorded(data_dir: Path, out_dir: Path, opts: ReadOptions, settings: Settings) -> tuple:
+    """The corpus, each file's recorded (outcome, median, lower, upper) per row and metric, and
+    the model's calibration."""
     import mlflow
 
     summary = json.loads((out_dir / "scores.json").read_text())["evaluation"]
     topics = [t for t in summary.get("topics", []) if t.endswith(".scores")]
     if not topics:
         sys.exit(f"{out_dir}/scores.json names no kept scores topic: run evaluate --keep-topics")
-    series = load_corpus(data_dir, summary["probation"])
-    fidx, rows = stream_order(series)  # one partition: offset k is the k-th row produced
-    per_file = [
-        {
-            "outcome": np.full(x.n, "", dtype=object),
-            "fc": np.full((x.n, 3), np.nan),
-        }
+    series = load_corpus(data_dir, opts)
+    f_of, r_of, c_of = message_order(series)  # one partition: offset k is the k-th message
+    rec = [
+        {"outcome": np.full((x.n, x.m), "", dtype=object), "fc": np.full((x.n, x.m, 3), np.nan)}
         for x in series
     ]
     for m in read_topic(settings, topics[0]):
         r = orjson.loads(m.value())
-        f, row = int(fidx[r["source_offset"]]), int(rows[r["source_offset"]])
-        per_file[f]["outcome"][row] = r["outcome"]
+        k = r["source_offset"]
+        f, row, col = int(f_of[k]), int(r_of[k]), int(c_of[k])
+        rec[f]["outcome"][row, col] = r["outcome"]
         if r["outcome"] == "scored":
-            per_file[f]["fc"][row] = (r["predicted_value"], r["lower"], r["upper"])
+            rec[f]["fc"][row, col] = (r["predicted_value"], r["lower"], r["upper"])
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     cal = mlflow.artifacts.load_dict(f"runs:/{summary['training_run_id']}/calibration.json")
-    return series, per_file, Calibration.from_dict(cal), float(summary["probation"])
+    return series, rec, Calibration.from_dict(cal)
 
 
-def flags(series: list, per_file: list, cal: Calibration, v: Variant) -> list[np.ndarray]:
-    cal = replace(cal, threshold=cal.threshold * v.threshold_factor)
-    policy = AlarmPolicy(cooldown=v.cooldown)
+def replay_file(x: Any, rec: dict, rules: Rules) -> pd.DataFrame:
+    """One file through fresh series states (and a device state when it has several
+    metrics): per row, the decision evaluate would have written."""
     step_ms = GRID_STEP_NS // 1_000_000
-    out = []
-    for x, d in zip(series, per_file, strict=True):
-        st = SeriesState(step_ms, context_length=8)
-        if not v.tail:
-            st.tail = TailThreshold(min_points=math.inf)  # type: ignore[arg-type]
-        flag = np.zeros(x.n, dtype=bool)
-        grid_ms = x.synthetic_ms()
-        for i in range(x.n):
-            oc, value = d["outcome"][i], float(x.values[i])
+    states = [SeriesState(step_ms, 8, f"{x.device_id}/{m}", x.device_id) for m in x.metrics]
+    device = DeviceState(x.device_id)
+    n, grid_ms = x.n, x.synthetic_ms()
+    out = {k: np.zeros(n, dtype=bool) for k in ("is_anomaly", "in_episode", "closed")}
+    score = np.zeros(n)
+    for i in range(n):
+        g = int(grid_ms[i])
+        for j, st in enumerate(states):
+            oc, v = rec["outcome"][i, j], float(x.values[i, j])
             if oc == "warming_up":
-                st.warm(int(grid_ms[i]), value)
+                st.warm(g, v, rules)
             elif oc == "scored":
-                med, lo, hi = d["fc"][i]
-                g = int(grid_ms[i])
+                med, lo, hi = rec["fc"][i, j]
                 st.forecast = Forecast(g, step_ms, [med], [lo], [hi], "recorded")
-                flag[i] = st.score(g, value, cal, policy, v.accept_after).alarm
-        out.append(flag)
-    return out
+                sc = st.score(g, v, rules)
+                d = device.observe(x.metrics[j], g, sc.log_p, rules) if x.m > 1 else None
+                src = d if d is not None else (sc if x.m == 1 else None)
+                if src is not None:
+                    k = i if d is None else int(np.searchsorted(grid_ms, d.t_ms))
+                    out["is_anomaly"][k] |= src.onset
+                    out["in_episode"][k] = src.in_episode
+                    out["closed"][k] |= src.closed
+                    score[k] = max(score[k], src.score)
+    if x.m > 1:  # carry the device's state over rows it did not decide
+        last = False
+        for i in range(n):
+            if out["in_episode"][i] or out["is_anomaly"][i] or out["closed"][i]:
+                last = out["in_episode"][i]
+            else:
+                out["in_episode"][i] = last
+    return pd.DataFrame(
+        {"timestamp": x.ts_ns.view("datetime64[ns]"), **out, "anomaly_score": score}
+    )
+
+
+def row(name: str, rep: Any) -> str:
+    sc, ev, o = rep.scores, rep.event, rep.outliers
+    cp = rep.changepoint_scores
+    fmt = lambda v: "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1f}"  # noqa: E731
+    return (
+        f"| {name} | {fmt(sc['standard'])} | {fmt(sc['reward_low_fp'])} | "
+        f"{fmt(sc['reward_low_fn'])} | {ev.precision:.3f} / {ev.recall:.3f} | "
+        f"{o.f1:.3f} / {100 * o.far:.1f} % | "
+        f"{fmt(cp.get('standard'))} |"
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data_dir", type=Path)
-    ap.add_argument("labels", type=Path)
     ap.add_argument("out_dir", type=Path)
+    ap.add_argument("--labels", type=Path)
+    ap.add_argument("--train-rows", type=int)
+    ap.add_argument("--probation", type=float, default=0.15)
+    ap.add_argument("--label-column")
+    ap.add_argument("--ignore-column", action="append", default=[])
+    ap.add_argument("--sep")
     ap.add_argument("--variant", action="append", choices=sorted(VARIANTS))
     a = ap.parse_args()
-    series, per_file, cal, probation = recorded(a.data_dir, a.out_dir, Settings())
-    labels = load_labels(a.labels)
-    print(f"calibrated threshold {cal.threshold:.3f}; {sum(x.n for x in series):,} rows")
-    print("| variant | standard | reward low FP | reward low FN | event P / R / F1 | point F1 |")
-    print("|---|---:|---:|---:|---|---:|")
+    opts = ReadOptions(
+        probation=a.probation, train_rows=a.train_rows, sep=a.sep,
+        label_column=a.label_column, ignore_columns=tuple(a.ignore_column),
+    )  # fmt: skip
+    series, rec, cal = recorded(a.data_dir, a.out_dir, opts, Settings())
+    labels = corpus_labels(series, load_labels(a.labels) if a.labels else {})
+    print(f"{sum(x.n for x in series):,} rows; calibrated threshold {cal.threshold:.3f}")
+    print(
+        "| variant | standard | low FP | low FN | event P / R | SKAB F1 / FAR | changepoint |\n"
+        "|---|---:|---:|---:|---|---|---:|"
+    )
     for name in a.variant or list(VARIANTS):
-        fl = flags(series, per_file, cal, VARIANTS[name])
-        frames = {
-            x.rel: pd.DataFrame({"timestamp": x.ts_ns.view("datetime64[ns]"), "is_anomaly": f})
-            for x, f in zip(series, fl, strict=True)
-        }
-        rep = score_corpus(frames, labels, probation)
-        sc, ev = rep.scores, rep.event
-        print(
-            f"| {name} | {sc['standard']:.1f} | {sc['reward_low_fp']:.1f} | "
-            f"{sc['reward_low_fn']:.1f} | {ev.precision:.3f} / {ev.recall:.3f} / {ev.f1:.3f} | "
-            f"{rep.point.f1:.3f} |",
-            flush=True,
-        )
+        v = VARIANTS[name]
+        rules = Rules(cal, v.channels, v.episodes)
+        frames = {x.rel: replay_file(x, r, rules) for x, r in zip(series, rec, strict=True)}
+        rep = score_corpus(frames, labels, a.probation, train_rows=a.train_rows)
+        print(row(name, rep), flush=True)
 
 
 if __name__ == "__main__":

@@ -221,7 +221,9 @@ def live_view(
             while seconds is None or time.monotonic() - t0 < seconds:
                 for msg in c.consume(100, timeout=0.5):
                     if msg.error() is None:
-                        latest.appendleft(decode_anomaly(msg.value()))
+                        ev = decode_anomaly(msg.value())
+                        if ev.get("event") == "opened" and ev.get("level") == "series":
+                            latest.appendleft(ev)
                 for p in procs:
                     if p.poll() is not None:
                         raise RuntimeError(f"{p.args[1]} exited with {p.returncode}; see its log")
@@ -253,12 +255,12 @@ def render(m: dict[str, float], rate: float, latest: deque[dict], elapsed: float
         f"[bold]{elapsed:,.0f}s[/]",
         f"readings/s [bold]{rate:,.0f}[/]",
         f"readings [bold]{m.get('iot_readings_total', 0):,.0f}[/]",
-        f"anomalies [bold red]{m.get('iot_anomalies_total', 0):,.0f}[/]",
+        f"episodes [bold red]{m.get('iot_anomalies_total', 0):,.0f}[/]",
         f"model v[bold]{m.get('model_version', 0):.0f}[/]",
         f"precision [bold]{tp / (tp + fp) if tp + fp else 0:.2f}[/]",
         f"recall [bold]{tp / (tp + fn) if tp + fn else 0:.2f}[/]",
     )
-    t = Table(title="latest anomalies", expand=True)
+    t = Table(title="latest anomaly episodes (onsets)", expand=True)
     for col in ("time", "device", "metric", "actual", "predicted", "interval", "score", "label"):
         t.add_column(col)
     for a in latest:
@@ -278,14 +280,15 @@ def print_summary(m: dict[str, float], wall: float) -> None:
     t.add_column("value", justify="right")
     t.add_row("wall time", f"{wall:,.0f} s")
     t.add_row("readings scored", f"{m.get('iot_readings_total', 0):,.0f}")
-    t.add_row("anomalies published", f"{m.get('iot_anomalies_total', 0):,.0f}")
+    t.add_row("anomaly episodes opened", f"{m.get('iot_anomalies_total', 0):,.0f}")
     t.add_row("dead letters", f"{m.get('iot_dead_letters_total', 0):,.0f}")
     t.add_row("model version", f"{m.get('model_version', 0):.0f}")
     t.add_row(
-        "precision (labelled)",
+        "precision (labelled, in episode)",
         f"{tp / (tp + fp) if tp + fp else 0:.3f}  ({tp:.0f} TP, {fp:.0f} FP)",
     )
-    t.add_row("recall, point-wise", f"{tp / (tp + fn) if tp + fn else 0:.3f}  ({fn:.0f} FN)")
+    recall = tp / (tp + fn) if tp + fn else 0
+    t.add_row("recall (labelled, in episode)", f"{recall:.3f}  ({fn:.0f} FN)")
     console.print(t)
 
 

@@ -47,7 +47,7 @@ def test_demo_runs_bounded_and_reports_precision(tmp_path: Path) -> None:
     assert "iot-mlops train" in out and "demo summary" in out
     scored = int(re.search(r"readings scored\s+│?\s*([\d,]+)", out).group(1).replace(",", ""))
     assert scored > 0
-    assert re.search(r"precision \(labelled\)\s+│?\s*[01]\.\d{3}", out)
+    assert re.search(r"precision \(labelled, in episode\)\s+│?\s*[01]\.\d{3}", out)
     # Everything the demo started is stopped: no process of ours still runs from that state dir.
     state = str(tmp_path / "state")
     leftovers = [

@@ -170,9 +170,11 @@ def _count(results: list[Result], out: BatchOutput) -> None:
             continue
         d.scores.append((*series, sc.score))
         if r.is_anomaly is not None:
-            if sc.alarm and r.is_anomaly:
+            # Per reading, "in an episode" against the label (SKAB's per-row view): an episode
+            # covers the departure, not only its onset.
+            if sc.in_episode and r.is_anomaly:
                 d.true_positives[series] += 1
-            elif sc.alarm:
+            elif sc.in_episode:
                 d.false_positives[series] += 1
             elif r.is_anomaly:
                 d.false_negatives[series] += 1

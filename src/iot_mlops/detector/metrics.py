@@ -110,9 +110,9 @@ class DetectorMetrics:
         def live(name: str, doc: str) -> Counter:
             return Counter(f"iot_live_{name}", doc, SERIES, registry=r)
 
-        self.true_positives = live("true_positives", "Flagged readings labelled anomalous")
-        self.false_positives = live("false_positives", "Flagged readings labelled normal")
-        self.false_negatives = live("false_negatives", "Labelled anomalies not flagged")
+        self.true_positives = live("true_positives", "Readings in an episode, labelled anomalous")
+        self.false_positives = live("false_positives", "Readings in an episode, labelled normal")
+        self.false_negatives = live("false_negatives", "Labelled anomalies outside any episode")
 
     def _per_series(self, r: CollectorRegistry) -> None:
         """Latest values of at most ``IOT_MLOPS_SERIES_GAUGE_LIMIT`` series."""
