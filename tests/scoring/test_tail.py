@@ -66,12 +66,3 @@ def test_prior_until_min_points_and_silence_without_one() -> None:
     t = TailModel(min_points=10, prior_beta=0.5)
     assert t.ready and t.log_sf(1.0) == pytest.approx(-2.0)
     assert t.log_sf(math.inf) < -700
-
-
-def test_the_running_top_sum_equals_the_exact_one() -> None:
-    rng = np.random.default_rng(4)
-    t = TailModel(window=50, tail_share=0.1, min_points=5)
-    for x in np.concatenate([rng.exponential(size=400), rng.integers(0, 3, 400).astype(float)]):
-        t.update(float(x))
-        k = t._k(t.n)
-        assert t.top_sum == pytest.approx(math.fsum(t.ordered[t.n - k :]), rel=1e-9, abs=1e-9)

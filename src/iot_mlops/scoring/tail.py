@@ -40,11 +40,6 @@ class TailModel:
     ring: array = field(default_factory=lambda: array("f"))
     ordered: array = field(default_factory=lambda: array("f"))
     head: int = 0  # index of the oldest value in ``ring`` once it is full
-    top_sum: float = 0.0  # sum of the k largest values (k = _k(n)), kept incrementally
-
-    def __post_init__(self) -> None:
-        if self.window < 10 or not 0.0 < self.tail_share < 0.5:
-            raise ValueError("a tail model needs window >= 10 and 0 < tail_share < 0.5")
 
     @property
     def n(self) -> int:
@@ -55,9 +50,6 @@ class TailModel:
         """Whether ``log_sf`` says anything yet (own history or a prior)."""
         return len(self.ordered) >= self.min_points or self.prior_beta > 0
 
-    def _k(self, n: int) -> int:
-        return min(n, max(2, int(self.tail_share * n)))
-
     def log_sf(self, x: float) -> float:
         """log P(statistic >= x); 0.0 when nothing is known yet."""
         n = len(self.ordered)
@@ -67,12 +59,12 @@ class TailModel:
             return max(LOG_FLOOR, -x / self.prior_beta) if math.isfinite(x) else LOG_FLOOR
         if not math.isfinite(x):
             return LOG_FLOOR
-        k = self._k(n)
+        k = max(2, int(self.tail_share * n))
         u = self.ordered[n - k]
         if x <= u:
             above = n - bisect.bisect_left(self.ordered, x)
             return math.log((above + 1) / (n + 1))
-        excess = (self.top_sum - u) / (k - 1) - u  # mean of the k-1 values above u, minus u
+        excess = sum(self.ordered[n - k + 1 :]) / (k - 1) - u
         beta = max(excess, 1e-6 * (abs(u) + 1e-6)) * (1.0 + self.conservative / math.sqrt(k))
         return max(LOG_FLOOR, math.log(k / (n + 1)) - (x - u) / beta)
 
@@ -86,31 +78,8 @@ class TailModel:
             old = self.ring[self.head]
             self.ring[self.head] = x
             self.head = (self.head + 1) % self.window
-            self._remove(old)
-        self._insert(x)
-        if self.head == 0 and len(self.ring) == self.window:
-            # Once per window, the exact sum: float rounding of the running one cannot build up.
-            n = len(self.ordered)
-            self.top_sum = math.fsum(self.ordered[n - self._k(n) :])
-
-    def _insert(self, x: float) -> None:
-        o, n = self.ordered, len(self.ordered)
-        k = self._k(n)
-        if n and bisect.bisect_right(o, x) > n - k:  # x joins the top k, its smallest leaves
-            self.top_sum += x - o[n - k]
-        bisect.insort(o, x)
-        for i in range(k, self._k(n + 1)):  # the top grows by the next value(s) down
-            self.top_sum += o[n - i]
-
-    def _remove(self, old: float) -> None:
-        o, n = self.ordered, len(self.ordered)
-        k = self._k(n)
-        j = bisect.bisect_left(o, old)
-        if j >= n - k:  # a top value leaves: the next one down joins
-            self.top_sum += (o[n - k - 1] if n > k else 0.0) - old
-        del o[j]
-        for i in range(self._k(n - 1), k):  # the top shrinks by its smallest value(s)
-            self.top_sum -= o[n - 2 - i]
+            del self.ordered[bisect.bisect_left(self.ordered, old)]
+        bisect.insort(self.ordered, x)
 
     def quantile(self, q: float) -> float:
         n = len(self.ordered)
@@ -120,4 +89,3 @@ class TailModel:
         self.ring = array("f")
         self.ordered = array("f")
         self.head = 0
-        self.top_sum = 0.0
