@@ -81,6 +81,13 @@ def test_label_transitions_are_skabs_first_and_last_changepoints(skab_data: Path
     assert ours.tolist() == [theirs[0], theirs[-1]], (ours, theirs)
 
 
+def test_a_changepoint_column_gives_the_changepoints(skab_data: Path) -> None:
+    opts = ReadOptions(train_rows=400, label_column="anomaly", changepoint_column="changepoint")
+    s = read_series(skab_data / "valve1" / "0.csv", "valve1/0.csv", 0, opts)
+    assert np.flatnonzero(s.changepoints).tolist() == [573, 630, 917, 974]
+    assert s.metrics == SKAB_METRICS  # the changepoint column is not a metric
+
+
 def test_a_run_to_the_end_of_the_file_has_one_changepoint(skab_data: Path) -> None:
     s = read_series(skab_data / "other" / "1.csv", "other/1.csv", 0, SKAB_OPTS)
     rows = np.searchsorted(s.ts_ns, changepoints(s.ts_ns, corpus_labels([s], {})["other/1.csv"]))

@@ -87,6 +87,16 @@ def test_skab_scores_of_one_file_by_hand() -> None:
     assert d["top_score"]["share"] == pytest.approx(2 / 15)
 
 
+def test_given_changepoints_replace_the_label_transitions() -> None:
+    # Changepoints at rows 10 and 12: windows rows 10-11 (missed) and 12-19 (the onset at 12
+    # is its first row: A_TP; the close at 17 is inside it and counts no more).
+    given = {"f.csv": TS[[10, 12]].view(np.int64)}
+    df = frame(rows(12), rows(*range(12, 17)))
+    rep = score_corpus({"f.csv": df}, {"f.csv": WIN}, train_rows=5, changepoints=given)
+    assert rep.changepoint_scores["standard"] == pytest.approx(100 * (-1 + 1 + 2) / 4)
+    assert rep.files["f.csv"].changepoints.windows == 2
+
+
 def test_a_false_close_and_the_fallback_without_in_episode() -> None:
     # No in_episode column: in_episode = the onsets, each closing on the next row. Onset at
     # row 6 (outside every window): a false outlier row and two false changepoints (6, 7).

@@ -458,6 +458,12 @@ def evaluate_cmd(
     ignore_column: list[str] = typer.Option(
         [], "--ignore-column", help="A column that is not a metric (repeatable)."
     ),
+    changepoint_column: str | None = typer.Option(
+        None,
+        "--changepoint-column",
+        help="A 0/1 column marking the true changepoints of the changepoint score (default: "
+        "the label transitions).",
+    ),
     time_limit: int = typer.Option(120, "--time-limit", min=10, help="AutoGluon fit budget, s."),
     models: str | None = typer.Option(
         None,
@@ -497,7 +503,7 @@ def evaluate_cmd(
     read = ReadOptions(
         probation=probation if probation is not None else 0.15, train_rows=train_rows, sep=sep,
         timestamp_column=timestamp_column, label_column=label_column,
-        ignore_columns=tuple(ignore_column),
+        ignore_columns=tuple(ignore_column), changepoint_column=changepoint_column,
     )  # fmt: skip
     s = settings_from(train_models=models)
     r = evaluate(

@@ -13,6 +13,8 @@ A file holds a timestamp column and one column per metric, e.g. SKAB's
 * **label column** (``label_column``): optional, a 0/1 column (``0``/``1``, ``0.0``/``1.0``,
   ``true``/``false``); each maximal run of 1s becomes one labelled window (from the run's
   first to its last timestamp), merged with the windows of LABELS.json for that file;
+* **changepoint column** (``changepoint_column``): optional, a 0/1 column marking the true
+  changepoints of SKAB's changepoint score (default: the label transitions, see ``windows``);
 * **ignored columns** (``ignore_columns``, any case): never metrics (e.g. SKAB's
   ``changepoint``); a file without such a column is fine;
 * **metrics**: every other column that is numeric, i.e. at least half of its non-empty cells
@@ -63,6 +65,7 @@ class ReadOptions:
     timestamp_column: str | None = None
     label_column: str | None = None
     ignore_columns: tuple[str, ...] = ()
+    changepoint_column: str | None = None
 
 
 @dataclass
@@ -79,6 +82,7 @@ class SeriesData:
     values: np.ndarray  # float64 (rows, metrics), NaN where not a finite number
     single: bool = True  # a timestamp,value file
     labels: np.ndarray | None = None  # bool per row, from the label column
+    changepoints: np.ndarray | None = None  # bool per row, from the changepoint column
     skipped_columns: list[str] = field(default_factory=list)
     probation_rows: int = 0
     step_ns: float = 0.0
@@ -246,6 +250,11 @@ def read_series(path: Path, rel: str, index: int, opts: ReadOptions | float) -> 
         lab_col = _column(df, path, opts.label_column, "--label-column")
         excluded.add(lab_col)
         labels = parse_labels(df[lab_col].to_numpy(dtype=object), path, str(lab_col))
+    cps = None
+    if opts.changepoint_column:
+        cp_col = _column(df, path, opts.changepoint_column, "--changepoint-column")
+        excluded.add(cp_col)
+        cps = parse_labels(df[cp_col].to_numpy(dtype=object), path, str(cp_col))
     others = [c for c in df.columns if c not in excluded]
     if [str(c).strip().lower() for c in others] == [SINGLE_METRIC]:
         # Today's timestamp,value file: the value column is the series, whatever it holds.
@@ -269,6 +278,7 @@ def read_series(path: Path, rel: str, index: int, opts: ReadOptions | float) -> 
         values=np.column_stack(values),
         single=single,
         labels=labels,
+        changepoints=cps,
         skipped_columns=skipped,
     )
     s.probation_rows = training_rows(s.n, opts, path)

@@ -82,6 +82,7 @@ DEFAULT_BATCH = 5000
 # Training (model.forecaster.regularise) refuses a series missing more than 25 % of its grid
 # points; leave a margin.
 MAX_TRAIN_GAP_FRACTION = 0.2
+MAX_NOTES = 5  # series left out of training named on the console (all in scores.json)
 
 
 @dataclass
@@ -214,8 +215,11 @@ def _note_inputs(inputs: Inputs, rep: Any) -> None:
     skipped = sorted({c for x in series for c in x.skipped_columns})
     if skipped:
         rep.note(f"[yellow]non-numeric columns left out:[/] {', '.join(skipped[:10])}")
-    for x in inputs.left_out:
+    for x in inputs.left_out[:MAX_NOTES]:
         rep.note(f"[yellow]not trained on:[/] {x}")
+    if len(inputs.left_out) > MAX_NOTES:
+        more = len(inputs.left_out) - MAX_NOTES
+        rep.note(f"[yellow]not trained on:[/] {more} more series (scores.json: not_trained_on)")
 
 
 def detector_settings(s: Settings, topics: Topics, batch_max_messages: int) -> Settings:
@@ -339,7 +343,7 @@ def evaluate(
     files (its probation, when given, wins over ``probation``)."""
     from iot_mlops.kafka.topics import create_topics
     from iot_mlops.lifecycle.registry import check_mlflow
-    from iot_mlops.training.pipeline import Reporter
+    from iot_mlops.progress import Reporter
 
     t_start = time.perf_counter()
     rep = Reporter(console)
@@ -368,7 +372,10 @@ def evaluate(
         out_dir.mkdir(parents=True, exist_ok=True)
         write_results(out_dir, inputs.series, st.results)
         frames = score_frames(inputs.series, st.results)
-        report = score_corpus(frames, inputs.labels, opts.probation, train_rows=opts.train_rows)
+        cps = {x.rel: x.ts_ns[x.changepoints] for x in inputs.series if x.changepoints is not None}
+        report = score_corpus(
+            frames, inputs.labels, opts.probation, train_rows=opts.train_rows, changepoints=cps
+        )
     st.timing["total_seconds"] = time.perf_counter() - t_start
     extra = {"topics": topics.all() if keep_topics else []}
     summary = summarise(s, inputs, st, opts, extra)
@@ -392,6 +399,7 @@ def _params(
         "labels": str(labels_path) if labels_path is not None else "",
         "label_column": opts.label_column or "",
         "ignore_columns": ",".join(opts.ignore_columns),
+        "changepoint_column": opts.changepoint_column or "",
         "files": len(inputs.series),
         "rows": inputs.rows,
         "readings": inputs.readings,

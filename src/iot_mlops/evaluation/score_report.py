@@ -304,12 +304,15 @@ def score_corpus(
     probation: float = DEFAULT_PROBATION,
     profiles: Iterable[str] = tuple(PROFILES),
     train_rows: int | None = None,
+    changepoints: Mapping[str, np.ndarray] | None = None,
 ) -> ScoreReport:
     """Score every result (columns ``timestamp``, ``is_anomaly``, optionally ``in_episode``,
     ``closed`` and ``anomaly_score``; rows in input order) against the labels. The first
     ``train_rows`` rows of each file (when given) or its first ``floor(probation * rows)``
-    are not scored. A result without a labels entry has no anomaly windows (listed in
-    ``unlabelled_files``); a labels entry without a result is an error."""
+    are not scored. ``changepoints`` (UTC ns per file) replace a file's label transitions as
+    the true changepoints of the changepoint score. A result without a labels entry has no
+    anomaly windows (listed in ``unlabelled_files``); a labels entry without a result is an
+    error."""
     if not 0.0 <= probation < 1.0:
         raise ConfigError(f"probation must be in [0, 1), got {probation}")
     if train_rows is not None and train_rows < 0:
@@ -324,11 +327,14 @@ def score_corpus(
     for rel in sorted(results):
         if rel not in labels:
             report.unlabelled_files.append(rel)
-        _score_file(report, rel, results[rel], _sorted_windows(labels.get(rel, [])))
+        cps = (changepoints or {}).get(rel)
+        _score_file(report, rel, results[rel], _sorted_windows(labels.get(rel, [])), cps)
     return report
 
 
-def _score_file(report: ScoreReport, rel: str, df: pd.DataFrame, wins: list[Any]) -> None:
+def _score_file(
+    report: ScoreReport, rel: str, df: pd.DataFrame, wins: list[Any], cps: np.ndarray | None
+) -> None:
     profs = report.profiles
     ts = _timestamps_of(df, rel)
     onset = df["is_anomaly"].to_numpy(dtype=bool, na_value=False)
@@ -351,7 +357,7 @@ def _score_file(report: ScoreReport, rel: str, df: pd.DataFrame, wins: list[Any]
         point=_point_metrics(p),
         event=event,
         outliers=outliers(p.scored, p.win >= 0, in_episode),
-        changepoints=changepoint_score(ts.view(np.int64), changes, wins, prob_rows, profs),
+        changepoints=changepoint_score(ts.view(np.int64), changes, wins, prob_rows, profs, cps),
     )
     if "anomaly_score" in df:
         report.top.add(df["anomaly_score"].to_numpy(dtype=np.float64)[p.scored])

@@ -94,10 +94,12 @@ def changepoint_score(
     windows: list[Any],
     probation_rows: int,
     profiles: tuple[str, ...],
+    given: np.ndarray | None = None,
 ) -> ChangepointScore:
     """The NAB-style score of one file's detected changepoints (``changes``: rows where an
-    episode opens or closes) against the changepoint windows of its labelled ``windows``."""
-    cp_windows = changepoint_windows(ts_ns, windows)
+    episode opens or closes) against the changepoint windows of its labelled ``windows`` (or
+    of the ``given`` true changepoints, UTC ns)."""
+    cp_windows = changepoint_windows(ts_ns, windows, given=given)
     p = _prepare(ts_ns.view("datetime64[ns]"), changes, cp_windows, probation_rows)
     n_win = len(p.scorable)
     raw, null, perfect = {}, {}, {}

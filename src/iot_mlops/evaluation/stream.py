@@ -46,7 +46,7 @@ class Topics:
 
 
 def _progress(console: Any | None, description: str, total: int) -> Any:
-    from iot_mlops.cli.progress import progress_bar
+    from iot_mlops.progress import progress_bar
 
     p = progress_bar(console, enabled=console is not None, transient=True)
     p.add_task(description, total=total)
@@ -297,47 +297,21 @@ def run_detector(
 
 def read_topic(settings: Settings, topic: str, console: Any | None = None) -> list[Any]:
     """Every committed message of ``topic`` (read_committed), up to its end offsets now."""
-    from confluent_kafka import Consumer, KafkaError, TopicPartition
+    from iot_mlops.kafka.clients import read_topic as read_all
 
-    c = Consumer(
-        {
-            **settings.kafka_common(),
-            "group.id": f"evaluate-reader-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-        }
-    )
-    out: list[Any] = []
-    try:
-        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
-        open_parts = {p for p, e in ends.items() if e > 0}
-        c.assign([TopicPartition(topic, p, 0) for p in open_parts])
-        deadline = time.monotonic() + 300
-        with _progress(console, f"read {topic}", sum(ends.values())) as prog:
-            task = prog.task_ids[0]
-            while open_parts and time.monotonic() < deadline:
-                for m in c.consume(10_000, timeout=0.5):
-                    err = m.error()
-                    if err is not None:
-                        if err.code() == KafkaError._PARTITION_EOF:
-                            open_parts.discard(m.partition())
-                        continue
-                    out.append(m)
-                prog.update(task, completed=len(out))
-        if open_parts:
-            raise ServiceError(f"reading {topic} timed out ({len(out):,} messages read)")
-    finally:
-        c.close()
-    return out
+    with _progress(console, f"read {topic}", 0) as prog:
+        task = prog.task_ids[0]
+
+        def shown(done: int, total: int) -> None:
+            prog.update(task, completed=done, total=total)
+
+        return read_all(settings, topic, on_progress=shown)
 
 
 def delete_topics(settings: Settings, topics: list[str]) -> None:
-    from iot_mlops.kafka.topics import admin_client
+    from iot_mlops.kafka.clients import admin
 
     with contextlib.suppress(Exception):
-        for fut in admin_client(settings).delete_topics(topics, operation_timeout=30).values():
+        for fut in admin(settings).delete_topics(topics, operation_timeout=30).values():
             with contextlib.suppress(Exception):
                 fut.result(timeout=30)
