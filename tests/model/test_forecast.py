@@ -19,7 +19,8 @@ from iot_mlops.model.forecaster import (
     wql,
 )
 from iot_mlops.model.pyfunc import ForecastModel
-from iot_mlops.training.pipeline import hyperparameters, parse_models, split_series, training_frame
+from iot_mlops.training.fit import hyperparameters, parse_models
+from iot_mlops.training.split import fit_frame, split_series
 
 # --- data preparation --------------------------------------------------------------------------
 
@@ -86,7 +87,7 @@ def test_split_drops_short_series_and_masks_labels() -> None:
     assert dropped and "pump-000/pressure" in dropped[0]
     s = series[0]
     assert s.n - s.start == 40  # last 20 %
-    train = training_frame(series)
+    train = fit_frame(series)
     assert len(train) == s.start
     labelled_in_train = s.label[: s.start]
     assert labelled_in_train.any()
@@ -122,10 +123,10 @@ def test_wql_and_mase_scale() -> None:
 
 @pytest.mark.unit
 def test_anomaly_event_segments() -> None:
-    from iot_mlops.training.pipeline import _segments
+    from iot_mlops.training.split import segments
 
-    assert _segments(np.array([1, 1, 0, 0, 1, 0, 1], dtype=bool)) == [(0, 2), (4, 5), (6, 7)]
-    assert _segments(np.zeros(3, dtype=bool)) == []
+    assert segments(np.array([1, 1, 0, 0, 1, 0, 1], dtype=bool)) == [(0, 2), (4, 5), (6, 7)]
+    assert segments(np.zeros(3, dtype=bool)) == []
 
 
 @pytest.mark.unit

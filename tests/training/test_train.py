@@ -155,12 +155,22 @@ def test_empty_and_unreadable_parquet(offline_env: dict[str, str], tmp_path: Pat
 
 
 @pytest.mark.unit
-def test_series_too_short(offline_env: dict[str, str], tmp_path: Path) -> None:
-    p = tmp_path / "short.parquet"
-    synthetic_readings(n=40).to_parquet(p)
-    r = run_cli(["train", "--data", str(p), "--prediction-length", "12"], offline_env)
+@pytest.mark.parametrize(
+    ("n", "args", "says"),
+    [
+        (40, ["--prediction-length", "12"], ("too short", "prediction-length")),
+        (200, ["--models", "Chronos"], ("model hub",)),
+    ],
+    ids=["series_too_short", "pretrained_model_refused"],
+)
+def test_usage_errors(
+    offline_env: dict[str, str], tmp_path: Path, n: int, args: list[str], says: tuple[str, ...]
+) -> None:
+    p = tmp_path / "readings.parquet"
+    synthetic_readings(n=n).to_parquet(p)
+    r = run_cli(["train", "--data", str(p), *args], offline_env)
     assert r.exit_code == 2
-    assert "too short" in r.output and "prediction-length" in r.output
+    assert all(x in r.output for x in says), r.output
 
 
 @pytest.mark.unit
@@ -174,14 +184,6 @@ def test_mixed_intervals(offline_env: dict[str, str], tmp_path: Path) -> None:
     ).to_parquet(p)
     r = run_cli(["train", "--data", str(p)], offline_env)
     assert r.exit_code == 2 and "different intervals" in r.output
-
-
-@pytest.mark.unit
-def test_pretrained_model_refused(offline_env: dict[str, str], tmp_path: Path) -> None:
-    p = tmp_path / "ok.parquet"
-    synthetic_readings(n=200).to_parquet(p)
-    r = run_cli(["train", "--data", str(p), "--models", "Chronos"], offline_env)
-    assert r.exit_code == 2 and "model hub" in r.output
 
 
 @pytest.mark.unit

@@ -176,60 +176,71 @@ def _parse_time(value: str | None, flag: str) -> int | None:
     return int(dt.timestamp() * 1000)
 
 
-@app.command("simulate")
-@friendly
-def simulate(
-    hours: float | None = typer.Option(
+class SimulateOptions:
+    """The options of `simulate` (kept out of its signature so it reads as the steps)."""
+
+    hours = typer.Option(
         None, "--hours", help="Backfill this many hours of history, as fast as possible."
-    ),
-    rate: float | None = typer.Option(
+    )
+    rate = typer.Option(
         None,
         "--rate",
         help="Live mode: readings per second. Default: the fleet's real-time rate (one round "
         "of every series per interval). The simulated clock advances one interval per round, "
         "so a higher rate runs simulated time faster than the wall clock.",
-    ),
-    duration: float | None = typer.Option(
+    )
+    duration = typer.Option(
         None, "--duration", help="Live mode: stop after this many seconds (default: Ctrl-C)."
-    ),
-    devices: int | None = typer.Option(
+    )
+    devices = typer.Option(
         None, "--devices", min=1, help="Devices in the fleet \\[env IOT_MLOPS_SIM_DEVICES]"
-    ),
-    seed: int | None = typer.Option(
-        None, "--seed", help="Fleet and signal seed \\[env IOT_MLOPS_SIM_SEED]"
-    ),
-    interval: int | None = typer.Option(
+    )
+    seed = typer.Option(None, "--seed", help="Fleet and signal seed \\[env IOT_MLOPS_SIM_SEED]")
+    interval = typer.Option(
         None,
         "--interval",
         min=1,
         help="Seconds between readings of a series \\[env IOT_MLOPS_SIM_INTERVAL_S]",
-    ),
-    parquet: Path | None = typer.Option(
+    )
+    parquet = typer.Option(
         None, "--parquet", help="Backfill: write this parquet file instead of producing to Kafka."
-    ),
-    topic: str | None = typer.Option(
-        None, "--topic", help="Kafka topic \\[env IOT_MLOPS_INPUT_TOPIC]"
-    ),
-    end: str | None = typer.Option(
+    )
+    topic = typer.Option(None, "--topic", help="Kafka topic \\[env IOT_MLOPS_INPUT_TOPIC]")
+    end = typer.Option(
         None, "--end", help="Backfill: end of the history, exclusive (ISO 8601; default now)."
-    ),
-    start: str | None = typer.Option(
+    )
+    start = typer.Option(
         None, "--start", help="Live: simulated time of the first reading (ISO 8601; default now)."
-    ),
-    anomaly_rate: float = typer.Option(
+    )
+    anomaly_rate = typer.Option(
         0.015,
         "--anomaly-rate",
         min=0.0,
         max=0.49,
         help="Expected share of labelled anomalous points.",
-    ),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
+    )
+    progress = typer.Option(True, help="Show a progress bar.")
+
+
+@app.command("simulate")
+@friendly
+def simulate(
+    hours: float | None = SimulateOptions.hours,
+    rate: float | None = SimulateOptions.rate,
+    duration: float | None = SimulateOptions.duration,
+    devices: int | None = SimulateOptions.devices,
+    seed: int | None = SimulateOptions.seed,
+    interval: int | None = SimulateOptions.interval,
+    parquet: Path | None = SimulateOptions.parquet,
+    topic: str | None = SimulateOptions.topic,
+    end: str | None = SimulateOptions.end,
+    start: str | None = SimulateOptions.start,
+    anomaly_rate: float = SimulateOptions.anomaly_rate,
+    progress: bool = SimulateOptions.progress,
 ) -> None:
     """Simulate a device fleet with labelled anomalies: backfill history (--hours) or stream
     live (--rate), to the Kafka input topic or (backfill) a parquet file. Deterministic for a
     seed: a backfill ending at T and a live run starting at T continue the same series."""
-    from iot_mlops.data import simulate as sim
-
     s = settings_from(
         sim_devices=devices, sim_seed=seed, sim_interval_s=interval, input_topic=topic
     )
@@ -237,16 +248,12 @@ def simulate(
         raise ConfigError("--hours (backfill) cannot be combined with --rate/--duration/--start")
     if hours is None and (parquet is not None or end is not None):
         raise ConfigError("--parquet and --end need --hours (backfill mode)")
-    if parquet is not None:
-        report = sim.backfill_to_parquet(
-            s, parquet, hours or 0, _parse_time(end, "--end"), anomaly_rate
-        )
-    elif hours is not None:
-        report = sim.backfill_to_kafka(
-            s, hours, _parse_time(end, "--end"), anomaly_rate, progress=progress, console=console
-        )
+    if hours is not None:
+        report = _backfill(s, hours, parquet, _parse_time(end, "--end"), anomaly_rate, progress)
     else:
-        report = sim.live_to_kafka(
+        from iot_mlops.data.simulate import live_to_kafka
+
+        report = live_to_kafka(
             s, rate, duration, _parse_time(start, "--start"), anomaly_rate, progress=progress,
             console=console,
         )  # fmt: skip
@@ -257,6 +264,21 @@ def simulate(
             f"{s.input_topic}: {report.first_error}",
             fix="check the broker with `iot-mlops stack status` and run again",
         )
+
+
+def _backfill(
+    s: Settings,
+    hours: float,
+    parquet: Path | None,
+    end_ms: int | None,
+    anomaly_rate: float,
+    progress: bool,
+) -> Any:
+    from iot_mlops.data import simulate as sim
+
+    if parquet is not None:
+        return sim.backfill_to_parquet(s, parquet, hours, end_ms, anomaly_rate)
+    return sim.backfill_to_kafka(s, hours, end_ms, anomaly_rate, progress=progress, console=console)
 
 
 @app.command("collect")
@@ -326,6 +348,15 @@ def train_cmd(
         context_length=context_length, model_name=model_name, model_alias=alias,
     )  # fmt: skip
     r = train(s, data, promote=promote, console=console)
+    table = _train_table(s, r)
+    out.print(table)
+    if promote and r.promotion is None:
+        console.print(f"[bold red]not promoted:[/] {r.promotion_error}", highlight=False)
+        raise typer.Exit(1)
+
+
+def _train_table(s: Settings, r: Any) -> Table:
+    """The summary of a training run (a ``TrainResult``)."""
     table = Table(title=f"{s.model_name} version {r.version}")
     table.add_column("")
     table.add_column("value", justify="right")
@@ -354,10 +385,7 @@ def train_cmd(
         rows.append(("alias", f"{r.promotion.alias} → version {r.version}"))
     for k, v in rows:
         table.add_row(k, v)
-    out.print(table)
-    if promote and r.promotion is None:
-        console.print(f"[bold red]not promoted:[/] {r.promotion_error}", highlight=False)
-        raise typer.Exit(1)
+    return table
 
 
 @app.command("promote")
@@ -409,82 +437,103 @@ def models_cmd(
     out.print(table)
 
 
-@app.command("evaluate")
-@friendly
-def evaluate_cmd(
-    data_dir: Path = typer.Argument(
+class EvaluateOptions:
+    """The options of `evaluate` (kept out of its signature so it reads as the steps)."""
+
+    data_dir = typer.Argument(
         ...,
         help="Directory of CSV files (any depth), one device each: a timestamp column and one "
         "column per metric (timestamp,value: one series).",
-    ),
-    labels: Path | None = typer.Option(
+    )
+    labels = typer.Option(
         None,
         "--labels",
         help="LABELS.json: {relative CSV path: \\[\\[start, end], ...]}. Optional with "
         "--label-column.",
-    ),
-    out_dir: Path = typer.Option(
+    )
+    out_dir = typer.Option(
         ..., "--out", help="Output directory: one CSV per input file, plus scores.json."
-    ),
-    probation: float | None = typer.Option(
+    )
+    probation = typer.Option(
         None,
         "--probation",
         min=0.01,
         max=0.9,
         help="Share of each file's first rows the model may train on (not scored) "
         "\\[default: 0.15].",
-    ),
-    train_rows: int | None = typer.Option(
+    )
+    train_rows = typer.Option(
         None,
         "--train-rows",
         min=1,
         help="Fixed number of each file's first rows to train on (not scored), instead of "
         "--probation (SKAB's protocol: 400).",
-    ),
-    sep: str | None = typer.Option(
+    )
+    sep = typer.Option(
         None, "--sep", help="Column separator (default: sniffed from the header: , ; or tab)."
-    ),
-    timestamp_column: str | None = typer.Option(
+    )
+    timestamp_column = typer.Option(
         None,
         "--timestamp-column",
         help="Timestamp column (default: the first of timestamp, datetime, date_time, time, "
         "date, ts; any case).",
-    ),
-    label_column: str | None = typer.Option(
+    )
+    label_column = typer.Option(
         None,
         "--label-column",
         help="A 0/1 column: its runs of 1 are labelled windows (with --labels: both).",
-    ),
-    ignore_column: list[str] = typer.Option(
+    )
+    ignore_column = typer.Option(
         [], "--ignore-column", help="A column that is not a metric (repeatable)."
-    ),
-    changepoint_column: str | None = typer.Option(
+    )
+    changepoint_column = typer.Option(
         None,
         "--changepoint-column",
         help="A 0/1 column marking the true changepoints of the changepoint score (default: "
         "the label transitions).",
-    ),
-    time_limit: int = typer.Option(120, "--time-limit", min=10, help="AutoGluon fit budget, s."),
-    models: str | None = typer.Option(
+    )
+    time_limit = typer.Option(120, "--time-limit", min=10, help="AutoGluon fit budget, s.")
+    models = typer.Option(
         None,
         "--models",
         help="Comma-separated offline AutoGluon models \\[env IOT_MLOPS_TRAIN_MODELS]",
-    ),
-    model_name: str | None = typer.Option(
+    )
+    model_name = typer.Option(
         None,
         "--model-name",
         help="Registered model to train and serve (default: <model name>-evaluation).",
-    ),
-    partitions: int = typer.Option(
+    )
+    partitions = typer.Option(
         1,
         "--partitions",
         min=1,
         help="Partitions of the evaluation's topics (1 keeps every batch spanning all files).",
-    ),
-    keep_topics: bool = typer.Option(
+    )
+    keep_topics = typer.Option(
         False, "--keep-topics", help="Keep the evaluation's Kafka topics (default: deleted)."
-    ),
-    per_file: bool = typer.Option(False, "--per-file", help="Also print one row per file."),
+    )
+    per_file = typer.Option(False, "--per-file", help="Also print one row per file.")
+
+
+@app.command("evaluate")
+@friendly
+def evaluate_cmd(
+    data_dir: Path = EvaluateOptions.data_dir,
+    labels: Path | None = EvaluateOptions.labels,
+    out_dir: Path = EvaluateOptions.out_dir,
+    probation: float | None = EvaluateOptions.probation,
+    train_rows: int | None = EvaluateOptions.train_rows,
+    sep: str | None = EvaluateOptions.sep,
+    timestamp_column: str | None = EvaluateOptions.timestamp_column,
+    label_column: str | None = EvaluateOptions.label_column,
+    ignore_column: list[str] = EvaluateOptions.ignore_column,
+    changepoint_column: str | None = EvaluateOptions.changepoint_column,
+    time_limit: int = EvaluateOptions.time_limit,
+    models: str | None = EvaluateOptions.models,
+    model_name: str | None = EvaluateOptions.model_name,
+    partitions: int = EvaluateOptions.partitions,
+    keep_topics: bool = EvaluateOptions.keep_topics,
+    per_file: bool = EvaluateOptions.per_file,
 ) -> None:
     """Causal evaluation on labelled CSV files: train one model on each file's first rows
     (--train-rows or --probation) only, stream every reading through Kafka to the real
@@ -511,7 +560,11 @@ def evaluate_cmd(
         partitions=partitions, keep_topics=keep_topics, console=console, read=read,
     )  # fmt: skip
     r.report.render(out, per_file=per_file)
-    e = r.summary
+    out.print(_evaluation_table(r.summary, r.run_id, out_dir))
+
+
+def _evaluation_table(e: dict[str, Any], run_id: str | None, out_dir: Path) -> Table:
+    """The summary of an evaluation run."""
     table = Table(title="Evaluation run")
     table.add_column("")
     table.add_column("value", justify="right")
@@ -523,8 +576,8 @@ def evaluate_cmd(
         ("train (fit, backtest, register)", f"{e['train_seconds']:.1f} s"),
         ("stream through the detector", f"{e['stream_seconds']:.1f} s"),
         ("total", f"{e['total_seconds']:.1f} s"),
-        ("MLflow run", r.run_id or "-"),
+        ("MLflow run", run_id or "-"),
         ("results", str(out_dir)),
     ):
         table.add_row(k, v)
-    out.print(table)
+    return table

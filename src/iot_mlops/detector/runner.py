@@ -44,8 +44,8 @@ from iot_mlops.detector.watcher import (
     default_resolver,
 )
 from iot_mlops.kafka import clients
-from iot_mlops.scoring.alarms import AlarmPolicy
 from iot_mlops.scoring.engine import Engine, ForecasterLike
+from iot_mlops.scoring.rules import engine_options
 
 log = logging.getLogger("iot_mlops.detector")
 
@@ -62,7 +62,6 @@ class Detector:
         self.metrics = metrics or DetectorMetrics()
         self.stop_event = threading.Event()
         self.watcher = ModelWatcher(settings, self.metrics, self.stop_event, resolve, load)
-        self.policy = AlarmPolicy(settings.alarm_min_consecutive, settings.alarm_cooldown)
         self.gauges = SeriesGauges(self.metrics, settings.series_gauge_limit)
         self.engine: Engine | None = None
         self.assigned: set[Partition] = set()
@@ -154,8 +153,8 @@ class Detector:
         s, m = self.settings, self.metrics
         if self.engine is None:
             self.engine = Engine(
-                model, self.policy, min_history=s.min_history,
-                accept_after=s.regime_accept_after, on_model_call=self._observe_model_call,
+                model, min_history=s.min_history, on_model_call=self._observe_model_call,
+                **engine_options(s),
             )  # fmt: skip
         else:
             self.engine.set_model(model)

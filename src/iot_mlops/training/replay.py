@@ -6,13 +6,13 @@ included.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from iot_mlops.events import Reading
-from iot_mlops.scoring.alarms import AlarmPolicy
 from iot_mlops.scoring.calibrate import MAX_THRESHOLD, Calibration
 from iot_mlops.scoring.engine import Engine, ForecasterLike
 
@@ -58,49 +58,29 @@ def replay(
     model: ForecasterLike,
     series: Sequence[ReplaySeries],
     calibration: Calibration | None = None,
-    policy: AlarmPolicy = AlarmPolicy(),
-    accept_after: int = 0,
+    options: dict[str, Any] | None = None,
     hide_labels: bool = False,
     on_block: Callable[[], None] | None = None,
 ) -> ReplayResult:
     """Stream each series' points from ``start`` through a fresh engine, in time order across
     series, after priming it with the points before ``start``.
 
-    ``calibration=None`` replays with a threshold that never fires (to collect the deviations
-    of clean data); ``hide_labels`` drops labelled points (they become gaps)."""
+    ``options``: the engine's channel and episode configuration (``engine_options``).
+    ``calibration=None`` scores without ever flagging (to collect the deviations of clean data,
+    so no outlier is swapped for the forecast in the context); ``hide_labels`` drops labelled
+    points (they become gaps)."""
     cal = calibration or Calibration(
         lower_quantile=model.calibration.lower_quantile,
         upper_quantile=model.calibration.upper_quantile,
         threshold=MAX_THRESHOLD * 1e6,
     )
     wrapped = _Counting(model, cal)
-    eng = Engine(wrapped, policy, min_history=1, accept_after=accept_after)
+    eng = Engine(wrapped, min_history=1, observe_only=calibration is None, **(options or {}))
     out = ReplayResult({}, {}, {}, {}, 0)
-    events: list[tuple[int, int, int]] = []  # (timestamp, series index, point index)
-    for si, s in enumerate(series):
-        n = len(s.values)
-        out.scored[s.key] = np.zeros(n, dtype=bool)
-        out.deviation[s.key] = np.full(n, np.nan)
-        out.score[s.key] = np.full(n, np.nan)
-        out.alarm[s.key] = np.zeros(n, dtype=bool)
-        ctx = s.values[: s.start].astype(np.float64).copy()
-        ctx[s.labels[: s.start]] = np.nan  # the detector would not have learnt from these
-        lo = max(0, s.start - model.context_length)
-        if s.start > 0:
-            eng.prime(s.key, int(s.timestamps_ms[s.start - 1]), ctx[lo:])
-        for i in range(s.start, n):
-            if np.isfinite(s.values[i]) and not (hide_labels and s.labels[i]):
-                events.append((int(s.timestamps_ms[i]), si, i))
-    events.sort()
+    events = _prime(eng, series, out, hide_labels)
     step = eng.step_ms * eng.horizon
     # One engine call per forecast block keeps every series' refresh in one model call.
-    start = 0
-    while start < len(events):
-        block_end = (events[start][0] // step + 1) * step
-        end = start
-        while end < len(events) and events[end][0] < block_end:
-            end += 1
-        chunk = events[start:end]
+    for chunk in _blocks(events, step):
         readings = [
             Reading(series[si].key, "replay", "", float(series[si].values[i]), ts)
             for ts, si, i in chunk
@@ -117,6 +97,42 @@ def replay(
             out.alarm[k][i] = sc.alarm
         if on_block is not None:
             on_block()
-        start = end
     out.model_calls = wrapped.calls
     return out
+
+
+def _prime(
+    eng: Engine, series: Sequence[ReplaySeries], out: ReplayResult, hide_labels: bool
+) -> list[tuple[int, int, int]]:
+    """Allocate the result arrays, prime the engine with each series' points before
+    ``start``, and return the points to replay as (timestamp, series index, point index) in
+    time order."""
+    events: list[tuple[int, int, int]] = []
+    for si, s in enumerate(series):
+        n = len(s.values)
+        out.scored[s.key] = np.zeros(n, dtype=bool)
+        out.deviation[s.key] = np.full(n, np.nan)
+        out.score[s.key] = np.full(n, np.nan)
+        out.alarm[s.key] = np.zeros(n, dtype=bool)
+        ctx = s.values[: s.start].astype(np.float64).copy()
+        ctx[s.labels[: s.start]] = np.nan  # the detector would not have learnt from these
+        lo = max(0, s.start - eng.model.context_length)
+        if s.start > 0:
+            eng.prime(s.key, int(s.timestamps_ms[s.start - 1]), ctx[lo:])
+        for i in range(s.start, n):
+            if np.isfinite(s.values[i]) and not (hide_labels and s.labels[i]):
+                events.append((int(s.timestamps_ms[i]), si, i))
+    events.sort()
+    return events
+
+
+def _blocks(events: list[tuple[int, int, int]], step: int) -> Iterator[list[tuple[int, int, int]]]:
+    """The events cut at every multiple of ``step`` (a forecast block)."""
+    start = 0
+    while start < len(events):
+        block_end = (events[start][0] // step + 1) * step
+        end = start
+        while end < len(events) and events[end][0] < block_end:
+            end += 1
+        yield events[start:end]
+        start = end

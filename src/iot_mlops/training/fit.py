@@ -1,0 +1,119 @@
+"""The AutoGluon fit: the offline model set and per-model settings that make training match
+how the detector runs the model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from iot_mlops.config import Settings
+from iot_mlops.errors import ConfigError, ModelError
+
+# Pretrained foundation models need a model hub, which nothing here can reach.
+PRETRAINED = ("Chronos", "Chronos2", "Chronos-2", "Toto", "Toto2")
+# Date features that a few days of training data cannot support: a tree model would see one
+# value of day_of_year in training and extrapolate blindly on the next day.
+_LONG_DATE_FEATURES = {"day_of_month", "day_of_year", "week_of_year", "month_of_year"}
+
+
+def parse_models(spec: str | list[str] | tuple[str, ...]) -> list[str]:
+    from autogluon.timeseries.models.registry import ModelRegistry
+
+    names = [m.strip() for m in (spec.split(",") if isinstance(spec, str) else spec)]
+    names = [m for m in names if m]
+    if not names:
+        raise ConfigError("no models given", fix="e.g. --models DirectTabular,RecursiveTabular")
+    known = sorted(
+        a
+        for a in ModelRegistry.available_aliases()
+        if not a.startswith("Abstract") and a != "MultiWindowBacktesting"
+    )
+    for m in names:
+        if m in PRETRAINED:
+            raise ConfigError(
+                f"{m} is a pretrained model that must be downloaded from a model hub, "
+                "which is not reachable here",
+                fix="choose offline models, e.g. DirectTabular,RecursiveTabular,SeasonalNaive,ETS",
+            )
+        if m not in known:
+            raise ConfigError(
+                f"unknown AutoGluon model {m!r}",
+                fix=f"choose from: {', '.join(k for k in known if k not in PRETRAINED)}",
+            )
+    return names
+
+
+def hyperparameters(
+    models: list[str], freq: str, context_length: int, span: pd.Timedelta
+) -> dict[str, dict[str, Any]]:
+    """Per-model settings that make training match how the detector runs the model."""
+    from autogluon.timeseries.models.local.abstract_local_model import AbstractLocalModel
+    from autogluon.timeseries.models.registry import ModelRegistry
+    from autogluon.timeseries.utils.datetime import (
+        get_lags_for_frequency,
+        get_time_features_for_frequency,
+    )
+
+    # The detector passes only context_length points: lags beyond it would be features the
+    # model saw in training and never at inference.
+    lags = [lag for lag in get_lags_for_frequency(freq) if lag < context_length]
+    date_features = [
+        f
+        for f in get_time_features_for_frequency(freq)
+        if f.__name__ not in _LONG_DATE_FEATURES
+        and (f.__name__ != "day_of_week" or span >= pd.Timedelta(days=14))
+    ]
+    hp: dict[str, dict[str, Any]] = {}
+    for m in models:
+        cls = ModelRegistry.get_model_class(m)
+        if m in ("DirectTabular", "RecursiveTabular", "PerStepTabular"):
+            hp[m] = {"lags": lags, "date_features": date_features}
+            if m == "RecursiveTabular":
+                hp[m]["differences"] = []
+        elif issubclass(cls, AbstractLocalModel):
+            # One process per core by default: contention in the detector, not speed.
+            hp[m] = {"n_jobs": 1}
+        else:
+            hp[m] = {}
+    return hp
+
+
+def fit_predictor(
+    train_df: pd.DataFrame,
+    settings: Settings,
+    models: list[str],
+    freq: str,
+    path: Path,
+    time_limit: int,
+) -> Any:
+    from autogluon.timeseries import TimeSeriesDataFrame, TimeSeriesPredictor
+
+    tsdf = TimeSeriesDataFrame(train_df.set_index(["item_id", "timestamp"]))
+    span = train_df["timestamp"].max() - train_df["timestamp"].min()
+    predictor = TimeSeriesPredictor(
+        prediction_length=settings.prediction_length,
+        freq=freq,
+        target="target",
+        eval_metric="WQL",
+        quantile_levels=sorted(float(q) for q in settings.quantile_levels),
+        path=str(path),
+        verbosity=1,
+        cache_predictions=False,
+    )
+    predictor.fit(
+        tsdf,
+        hyperparameters=hyperparameters(models, freq, settings.context_length, span),
+        time_limit=time_limit,
+        enable_ensemble=False,
+        num_val_windows=1,
+        random_seed=123,
+    )
+    names = predictor.model_names()
+    if not names:
+        raise ModelError(
+            f"AutoGluon trained no model out of {models} within {time_limit} s",
+            fix="raise --time-limit or choose cheaper models",
+        )
+    return predictor
