@@ -50,6 +50,9 @@ from iot_mlops.scoring.state import Forecast, SeriesState
 class Variant:
     channels: ChannelConfig = field(default_factory=ChannelConfig)
     episodes: EpisodePolicy = field(default_factory=lambda: EpisodePolicy(accept_after=30))
+    device_episodes: EpisodePolicy | None = field(
+        default_factory=lambda: EpisodePolicy(close_after=30, accept_after=30)
+    )
 
 
 BASE = Variant()
@@ -60,10 +63,14 @@ VARIANTS = {
     "no level": replace(BASE, channels=ChannelConfig(channels=("residual", "shift", "stuck"))),
     "no shift": replace(BASE, channels=ChannelConfig(channels=("residual", "level", "stuck"))),
     "tails not widened (conservative 0)": replace(BASE, channels=ChannelConfig(conservative=0)),
+    "tails widened less (conservative 0.5)": replace(
+        BASE, channels=ChannelConfig(conservative=0.5)
+    ),
     "tails widened more (conservative 2)": replace(BASE, channels=ChannelConfig(conservative=2)),
     "close after 30": replace(BASE, episodes=EpisodePolicy(close_after=30, accept_after=30)),
     "hold 0.5 (longer episodes)": replace(BASE, episodes=EpisodePolicy(hold=0.5, accept_after=30)),
     "no regime acceptance": replace(BASE, episodes=EpisodePolicy(accept_after=0)),
+    "device episodes as series (close after 10)": replace(BASE, device_episodes=None),
 }
 
 
@@ -141,7 +148,7 @@ def row(name: str, rep: Any) -> str:
         f"| {name} | {fmt(sc['standard'])} | {fmt(sc['reward_low_fp'])} | "
         f"{fmt(sc['reward_low_fn'])} | {ev.precision:.3f} / {ev.recall:.3f} | "
         f"{o.f1:.3f} / {100 * o.far:.1f} % | "
-        f"{fmt(cp.get('standard'))} |"
+        f"{fmt(cp.get('standard'))} | {sum(f.flagged for f in rep.files.values())} |"
     )
 
 
@@ -165,12 +172,12 @@ def main() -> None:
     labels = corpus_labels(series, load_labels(a.labels) if a.labels else {})
     print(f"{sum(x.n for x in series):,} rows; calibrated threshold {cal.threshold:.3f}")
     print(
-        "| variant | standard | low FP | low FN | event P / R | SKAB F1 / FAR | changepoint |\n"
-        "|---|---:|---:|---:|---|---|---:|"
+        "| variant | standard | low FP | low FN | event P / R | SKAB F1 / FAR | changepoint "
+        "| onsets |\n|---|---:|---:|---:|---|---|---:|---:|"
     )
     for name in a.variant or list(VARIANTS):
         v = VARIANTS[name]
-        rules = Rules(cal, v.channels, v.episodes)
+        rules = Rules(cal, v.channels, v.episodes, device_episodes=v.device_episodes)
         frames = {x.rel: replay_file(x, r, rules) for x, r in zip(series, rec, strict=True)}
         rep = score_corpus(frames, labels, a.probation, train_rows=a.train_rows)
         print(row(name, rep), flush=True)

@@ -98,8 +98,6 @@ class Settings(BaseSettings):
 
     # --- detector ----------------------------------------------------------------------------
     min_history: int = Field(32, ge=1)  # points before a series is scored ("warming up")
-    alarm_min_consecutive: int = Field(1, ge=1)
-    alarm_cooldown: int = Field(0, ge=0)
     # Readings in one anomaly episode after which the departure is taken to be the series' new
     # level (the episode closes as accepted and the series relearns). 0 disables.
     regime_accept_after: int = Field(30, ge=0)
@@ -115,6 +113,8 @@ class Settings(BaseSettings):
     # and closes after episode_close_after ordinary readings in a row.
     episode_hold: float = Field(0.75, gt=0, le=1)
     episode_close_after: int = Field(10, ge=1)
+    # A device's episode (its metrics combined) closes after this many ordinary time steps.
+    device_episode_close_after: int = Field(30, ge=1)
     batch_max_messages: int = Field(5000, ge=1)
     poll_timeout_s: float = Field(0.5, gt=0)
     alias_poll_interval_s: float = Field(10.0, gt=0)

@@ -139,7 +139,7 @@ def test_a_departure_is_one_onset_and_the_episode_closes_after_normal_readings()
 def test_stuck_sensor_is_flagged() -> None:
     m = LastValueModel()
     m.calibration = Calibration(threshold=1.0)
-    eng = Engine(m, min_history=3, accept_after=5)
+    eng = Engine(m, min_history=3, episodes=EpisodePolicy(accept_after=5))
     wobble = [10.0, 10.5, 9.6, 10.2, 9.9, 10.4, 9.7, 10.1, 9.8, 10.3] * 3
     rs = [reading("a", i, v) for i, v in enumerate(wobble)]
     stuck = [reading("a", 30 + i, 10.1) for i in range(14)]

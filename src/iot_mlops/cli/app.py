@@ -133,14 +133,9 @@ def detect(
     metrics_port: int | None = typer.Option(
         None, "--metrics-port", help="/metrics and /healthz port"
     ),
-    min_consecutive: int | None = typer.Option(
-        None, "--min-consecutive", min=1, help="Outliers in a row before an alarm"
-    ),
-    cooldown: int | None = typer.Option(
-        None, "--cooldown", min=0, help="Points of silence after an alarm"
-    ),
 ) -> None:
-    """Score the input stream with the model behind the registry alias; publish anomalies."""
+    """Score the input stream with the model behind the registry alias; publish anomaly
+    episodes (IOT_MLOPS_EPISODE_* and IOT_MLOPS_CHANNELS tune them)."""
     import logging
 
     from rich.logging import RichHandler
@@ -154,7 +149,7 @@ def detect(
     )
     s = settings_from(
         input_topic=topic, consumer_group=group, model_alias=alias, model_name=model_name,
-        metrics_port=metrics_port, alarm_min_consecutive=min_consecutive, alarm_cooldown=cooldown,
+        metrics_port=metrics_port,
     )  # fmt: skip
     raise typer.Exit(run_detector(s))
 

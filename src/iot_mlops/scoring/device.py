@@ -71,7 +71,7 @@ class DeviceState:
         score = score_of(log_p, rules.log_rate)
         fired = tuple(sorted(m for m, lp in ev.items() if lp <= rules.log_rate))
         change = self.episode.step(
-            Onset(t, math.nan), log_p, score, fired, rules.log_rate, rules.episodes
+            Onset(t, math.nan), log_p, score, fired, rules.log_rate, rules.device_policy
         )
         self.pending_ms, self.pending = None, {}
         return DeviceDecision(

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from iot_mlops.events import Reading
-from iot_mlops.scoring.calibrate import MAX_THRESHOLD, Calibration
+from iot_mlops.scoring.calibrate import Calibration
 from iot_mlops.scoring.channels import ChannelConfig
 from iot_mlops.scoring.device import DeviceDecision, DeviceState
 from iot_mlops.scoring.episodes import EpisodePolicy
@@ -59,19 +59,17 @@ class Engine:
     def __init__(
         self,
         model: ForecasterLike,
-        policy: object = None,  # transitional: the old alarm policy, ignored
         min_history: int = 32,
-        accept_after: int | None = None,
         on_model_call: Callable[[int, float], None] = lambda _n, _s: None,
         channels: ChannelConfig | None = None,
         episodes: EpisodePolicy | None = None,
         observe_only: bool = False,
+        device_episodes: EpisodePolicy | None = None,
     ) -> None:
         self.channel_config = channels or ChannelConfig()
-        if episodes is None:
-            episodes = EpisodePolicy(accept_after=accept_after or 0)
-        self.episode_policy = episodes
+        self.episode_policy = episodes or EpisodePolicy()
         self.observe_only = observe_only
+        self.device_episodes = device_episodes
         self.min_history = min_history
         self.on_model_call = on_model_call
         self.series: dict[str, SeriesState] = {}
@@ -85,11 +83,12 @@ class Engine:
         self.step_ms = freq_to_ms(model.freq)
         self.horizon = model.prediction_length
         self.calibration = model.calibration
-        # A calibration that can never fire (training's collection of clean deviations) means:
-        # score, flag nothing.
-        never = model.calibration.threshold > MAX_THRESHOLD
         self.rules = Rules(
-            model.calibration, self.channel_config, self.episode_policy, self.observe_only or never
+            model.calibration,
+            self.channel_config,
+            self.episode_policy,
+            self.observe_only,
+            self.device_episodes,
         )
         # Channel histories are kept: deviations are in interval units whatever the model, so
         # a swap does not send every series back to warm-up (a burst of false alarms).

@@ -17,8 +17,14 @@ class Rules:
     calibration: Calibration
     channels: ChannelConfig = field(default_factory=ChannelConfig)
     episodes: EpisodePolicy = field(default_factory=EpisodePolicy)
+    # Device episodes (several metrics combined); None: the series' policy.
+    device_episodes: EpisodePolicy | None = None
     # Score every reading but never flag one (training collects clean deviations this way).
     observe_only: bool = False
+
+    @property
+    def device_policy(self) -> EpisodePolicy:
+        return self.device_episodes or self.episodes
 
     @property
     def log_rate(self) -> float:
@@ -37,6 +43,11 @@ def engine_options(settings: Any) -> dict[str, Any]:
         ),
         "episodes": EpisodePolicy(
             close_after=settings.episode_close_after,
+            hold=settings.episode_hold,
+            accept_after=settings.regime_accept_after,
+        ),
+        "device_episodes": EpisodePolicy(
+            close_after=settings.device_episode_close_after,
             hold=settings.episode_hold,
             accept_after=settings.regime_accept_after,
         ),
