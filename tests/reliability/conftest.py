@@ -10,8 +10,14 @@ replays that stream, whatever broker or topic it flows through.
 from __future__ import annotations
 
 import pytest
-from detector_helpers import ProductionModel, RunningDetector, caught_up, wait_until
-from reliability_helpers import Reference, anomaly_keys, detector_settings, fresh_topics, stream
+from detector_helpers import (
+    ProductionModel,
+    RunningDetector,
+    caught_up,
+    detector_settings,
+    wait_until,
+)
+from reliability_helpers import Reference, anomaly_keys, fresh_topics, stream
 
 from iot_mlops.config import Settings
 

@@ -5,6 +5,7 @@ the figures file (bench/results/reliability.json)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import platform
@@ -14,7 +15,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,18 +24,26 @@ import httpx
 import psutil
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
-from detector_helpers import ProductionModel, read_all
+from detector_helpers import (
+    ProductionModel,
+    caught_up,
+    committed_offsets,
+    detector_process,
+    read_all,
+    stop_detector,
+    wait_until,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from iot_mlops.config import Settings
 from iot_mlops.data.simulate import generate, readings
 from iot_mlops.events import decode_anomaly, encode_reading
-from iot_mlops.kafka.stack import KAFKA_LOG4J, Kafka, free_port
+from iot_mlops.kafka.stack import Kafka, free_port
 from iot_mlops.kafka.topics import create_topics
 
 REPO = Path(__file__).resolve().parents[2]
 FIGURES = REPO / "bench" / "results" / "reliability.json"
-AnomalyKey = tuple[str, str, str]
+AnomalyKey = tuple[str, str, str, str, str]
 
 
 # --- the stream -------------------------------------------------------------------------------
@@ -118,19 +127,6 @@ class Reference:
     seconds: float  # how long the uninterrupted run took to commit everything
 
 
-def detector_settings(s: Settings, pm: ProductionModel) -> Settings:
-    """``s`` (topics, group, broker) serving the session's production model."""
-    return s.model_copy(
-        update={
-            "model_name": pm.settings.model_name,
-            "experiment_name": pm.settings.experiment_name,
-            "alias_poll_interval_s": 1.0,
-            "metrics_port": free_port(),
-            "batch_max_messages": 2000,
-        }
-    )
-
-
 def fresh_topics(base: Settings, prefix: str, partitions: int = 3, rf: int = 1) -> Settings:
     """Unique input/anomalies/DLQ topics and group on ``base``'s broker."""
     name = f"{prefix}-{uuid.uuid4().hex[:10]}"
@@ -154,7 +150,10 @@ def fresh_topics(base: Settings, prefix: str, partitions: int = 3, rf: int = 1) 
 
 
 def key_of(ev: dict) -> AnomalyKey:
-    return (ev["device_id"], ev["metric_name"], ev["timestamp"])
+    """An episode event: which change (opened / closed) of which episode (level, series or
+    device, and its start), so a run's events compare one to one with the reference's."""
+    return (ev.get("event", ""), ev.get("level", ""), ev["device_id"], ev["metric_name"] or "",
+            ev["timestamp"])  # fmt: skip
 
 
 def anomaly_keys(settings: Settings, topic: str | None = None) -> Counter[AnomalyKey]:
@@ -187,6 +186,99 @@ def compare(expected: Counter[AnomalyKey], got: Counter[AnomalyKey]) -> Tally:
         duplicated=sorted(k for k, n in got.items() if n > 1),
         unexpected=sorted(set(got) - set(expected)),
     )
+
+
+def committed_total(s: Settings) -> int:
+    """Input offsets the detector group has committed, over all partitions (0 while unknown)."""
+    return sum(max(0, o) for o in committed_offsets(s).values())
+
+
+@dataclass
+class Outcome:
+    """What a run under a fault published, against the reference run."""
+
+    tally: Tally
+    problems: list[str]  # crash lines in the detector logs
+    figures: dict  # the figures every fault records
+
+    def check(self) -> None:
+        self.tally.check()
+        assert not self.problems, self.problems[:5]
+
+
+def outcome(
+    s: Settings, reference: Reference, feeder: FeedingProducer, logs: Iterable[Path]
+) -> Outcome:
+    tally = compare(reference.expected, anomaly_keys(s))
+    problems = [p for log in logs for p in log_problems(log.read_text(errors="replace"))]
+    figures = {
+        "readings_in": len(reference.messages),
+        "producer_delivered": feeder.delivered,
+        "producer_failures": len(feeder.failed),
+        "anomalies_expected": tally.expected,
+        "anomalies_out": tally.published,
+        "lost": len(tally.lost),
+        "duplicated": len(tally.duplicated),
+        "unexpected": len(tally.unexpected),
+    }
+    return Outcome(tally, problems, figures)
+
+
+class FaultRun:
+    """The reference stream fed (over ``feed_seconds``) into one ``iot-mlops detect`` process
+    while the test injects its fault; ``stop`` drains, stops the detector and compares what it
+    published with the reference run."""
+
+    def __init__(
+        self, s: Settings, reference: Reference, tmp_path: Path, feed_seconds: float,
+        **env: str,
+    ) -> None:  # fmt: skip
+        self.s, self.reference, self.env = s, reference, env
+        self.total = len(reference.messages)
+        self.feeder = FeedingProducer(s, reference.messages, seconds=feed_seconds)
+        self.log = tmp_path / "detector.log"
+        self.proc = detector_process(s, self.log, **env)
+        self.restarts = 0
+
+    def done(self) -> int:
+        return committed_total(self.s)
+
+    def wait_done(self, above: int, timeout: float, what: str, every: float = 0.5) -> None:
+        """Wait until more than ``above`` input offsets are committed."""
+        wait_until(lambda: self.done() > above, timeout, what, every)
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+    def restart(self) -> None:
+        self.proc = detector_process(self.s, self.log, **self.env)
+        self.restarts += 1
+
+    def drain(self, what: str = "detector caught up") -> None:
+        """The whole stream delivered, and every input offset committed."""
+        self.feeder.finish()
+        wait_until(lambda: caught_up(self.s), 300, what)
+
+    def stop(self) -> Outcome:
+        """SIGTERM the detector (it must exit 0), then tally what it published."""
+        stop_detector(self.proc, self.log)
+        return outcome(self.s, self.reference, self.feeder, [self.log])
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+
+
+@contextlib.contextmanager
+def fault_run(
+    s: Settings, reference: Reference, tmp_path: Path, feed_seconds: float, **env: str
+) -> Iterator[FaultRun]:
+    run = FaultRun(s, reference, tmp_path, feed_seconds, **env)
+    try:
+        yield run
+    finally:
+        run.close()
 
 
 # --- a detector process's HTTP endpoints ---------------------------------------------------
@@ -282,46 +374,32 @@ class ClusterNode(Kafka):
         self.cluster = cluster
         super().__init__(settings)
 
+    def server_properties(self) -> dict[str, str]:
+        """The embedded stack's properties, made multi-node: this node's id, the whole
+        quorum, and replication factor 3 with min ISR 2 everywhere."""
+        return {
+            **super().server_properties(),
+            "node.id": str(self.node_id),
+            "controller.quorum.bootstrap.servers": self.cluster.controller_bootstrap,
+            "num.partitions": "3",
+            "default.replication.factor": "3",
+            "min.insync.replicas": "2",
+            "offsets.topic.replication.factor": "3",
+            "offsets.topic.num.partitions": "6",
+            "transaction.state.log.replication.factor": "3",
+            "transaction.state.log.min.isr": "2",
+            "transaction.state.log.num.partitions": "6",
+            "share.coordinator.state.topic.replication.factor": "3",
+            "share.coordinator.state.topic.min.isr": "2",
+            # Quick failure detection of a killed peer on one machine.
+            "broker.session.timeout.ms": "6000",
+            "broker.heartbeat.interval.ms": "1000",
+            "replica.lag.time.max.ms": "6000",
+        }
+
     def prepare(self) -> None:
-        c, s = self.cluster, self.s
-        data = self.dir / "data"
-        props = self.dir / "server.properties"
-        host = s.bind_host
-        props.write_text(
-            "\n".join(
-                [
-                    "process.roles=broker,controller",
-                    f"node.id={self.node_id}",
-                    f"controller.quorum.bootstrap.servers={c.controller_bootstrap}",
-                    f"listeners=PLAINTEXT://{host}:{s.kafka_port},"
-                    f"CONTROLLER://{host}:{s.kafka_controller_port}",
-                    f"advertised.listeners=PLAINTEXT://{host}:{s.kafka_port}",
-                    "controller.listener.names=CONTROLLER",
-                    "inter.broker.listener.name=PLAINTEXT",
-                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-                    f"log.dirs={data}",
-                    "num.partitions=3",
-                    "auto.create.topics.enable=false",
-                    "default.replication.factor=3",
-                    "min.insync.replicas=2",
-                    "offsets.topic.replication.factor=3",
-                    "offsets.topic.num.partitions=6",
-                    "transaction.state.log.replication.factor=3",
-                    "transaction.state.log.min.isr=2",
-                    "transaction.state.log.num.partitions=6",
-                    "share.coordinator.state.topic.replication.factor=3",
-                    "share.coordinator.state.topic.min.isr=2",
-                    "group.initial.rebalance.delay.ms=0",
-                    # Quick failure detection of a killed peer on one machine.
-                    "broker.session.timeout.ms=6000",
-                    "broker.heartbeat.interval.ms=1000",
-                    "replica.lag.time.max.ms=6000",
-                    f"message.max.bytes={max(s.max_message_bytes * 64, 1_048_588)}",
-                    "",
-                ]
-            )
-        )
-        (self.dir / "log4j2.properties").write_text(KAFKA_LOG4J.format(log=self.log))
+        """Configuration only: the cluster formats every node's storage together."""
+        self.write_config()
 
     def format_cmd(self) -> list[str]:
         c = self.cluster

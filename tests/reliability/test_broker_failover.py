@@ -5,24 +5,19 @@ duplicated compared with the uninterrupted reference run."""
 
 from __future__ import annotations
 
-import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient
-from detector_helpers import ProductionModel, caught_up, committed_offsets, detector_process
+from detector_helpers import ProductionModel, detector_settings
 from detector_helpers import wait_until as wait
 from reliability_helpers import (
-    FeedingProducer,
     KRaftCluster,
     Reference,
-    anomaly_keys,
-    compare,
-    detector_settings,
+    fault_run,
     fresh_topics,
-    log_problems,
     record,
 )
 
@@ -49,10 +44,6 @@ def _group_coordinator(s: Settings) -> int:
     return desc.coordinator.id
 
 
-def _done(s: Settings) -> int:
-    return sum(max(0, o) for o in committed_offsets(s).values())
-
-
 def test_broker_killed_and_restarted_mid_stream(
     cluster: KRaftCluster,
     production_model: ProductionModel,
@@ -60,22 +51,18 @@ def test_broker_killed_and_restarted_mid_stream(
     tmp_path: Path,
 ) -> None:
     s = detector_settings(fresh_topics(cluster.settings, "fo", rf=3), production_model)
-    total = len(reference.messages)
-    feeder = FeedingProducer(s, reference.messages, seconds=40)
-    log = tmp_path / "detector.log"
-    proc = detector_process(s, log)
-    try:
+    with fault_run(s, reference, tmp_path, feed_seconds=40) as run:
         # Mid-stream: once the detector has committed part of the stream.
-        wait(lambda: _done(s) > total // 4, 240, "a quarter of the stream committed")
+        run.wait_done(run.total // 4, 240, "a quarter of the stream committed")
         # The hardest broker to lose: the one coordinating the detector's group (and,
         # with 6 partitions per internal topic spread over 3 nodes, likely transactions).
         victim = cluster.node(_group_coordinator(s))
-        at = _done(s)
+        at = run.done()
         t_kill = time.monotonic()
         victim.kill()
-        print(f"killed broker {victim.node_id} (group coordinator) at {at}/{total} committed")
+        print(f"killed broker {victim.node_id} (group coordinator) at {at}/{run.total} committed")
         # The detector carries on with two brokers (min ISR 2 still met).
-        wait(lambda: _done(s) > at, 180, "progress with one broker down", every=0.2)
+        run.wait_done(at, 180, "progress with one broker down", every=0.2)
         progress_after_kill = time.monotonic() - t_kill
         time.sleep(3)
         t_restart = time.monotonic()
@@ -87,31 +74,16 @@ def test_broker_killed_and_restarted_mid_stream(
             120, "replicas back in sync", every=0.2,
         )  # fmt: skip
         in_sync = time.monotonic() - t_restart
-        feeder.finish()
-        wait(lambda: caught_up(s), 300, "detector caught up after the failover")
+        run.drain("detector caught up after the failover")
         drain = time.monotonic() - t_restart
-        proc.send_signal(signal.SIGTERM)
-        rc = proc.wait(60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert rc == 0, log.read_text()[-3000:]
-    tally = compare(reference.expected, anomaly_keys(s))
-    problems = log_problems(log.read_text(errors="replace"))
+        result = run.stop()
     record(
         "broker_failover",
         {
+            **result.figures,
             "brokers": 3,
             "broker_killed": victim.node_id,
             "committed_at_kill": at,
-            "readings_in": total,
-            "producer_delivered": feeder.delivered,
-            "producer_failures": len(feeder.failed),
-            "anomalies_expected": tally.expected,
-            "anomalies_out": tally.published,
-            "lost": len(tally.lost),
-            "duplicated": len(tally.duplicated),
-            "unexpected": len(tally.unexpected),
             "first_commit_after_kill_s": round(progress_after_kill, 2),
             "broker_restart_to_healthy_s": round(back, 2),
             "broker_restart_to_replicas_in_sync_s": round(in_sync, 2),
@@ -119,5 +91,4 @@ def test_broker_killed_and_restarted_mid_stream(
             "detector_restarts": 0,
         },
     )
-    tally.check()
-    assert not problems, problems[:5]
+    result.check()

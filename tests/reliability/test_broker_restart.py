@@ -4,24 +4,13 @@ itself, without a restart, and the backlog drains; nothing is lost or duplicated
 
 from __future__ import annotations
 
-import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from detector_helpers import ProductionModel, caught_up, committed_offsets, detector_process
-from detector_helpers import wait_until as wait
-from reliability_helpers import (
-    FeedingProducer,
-    Reference,
-    anomaly_keys,
-    compare,
-    detector_settings,
-    fresh_topics,
-    log_problems,
-    record,
-)
+from detector_helpers import ProductionModel, detector_settings
+from reliability_helpers import Reference, fault_run, fresh_topics, record
 
 from iot_mlops.config import Settings
 from iot_mlops.kafka.stack import Kafka, free_port
@@ -50,22 +39,14 @@ def broker(stack_settings: Settings, tmp_path: Path) -> Iterator[Kafka]:
         k.stop()
 
 
-def _done(s: Settings) -> int:
-    return sum(max(0, o) for o in committed_offsets(s).values())
-
-
 def test_single_broker_stop_and_start(
     broker: Kafka, production_model: ProductionModel, reference: Reference, tmp_path: Path
 ) -> None:
     s = detector_settings(fresh_topics(broker.s, "rs"), production_model)
-    total = len(reference.messages)
-    feeder = FeedingProducer(s, reference.messages, seconds=30)
-    log = tmp_path / "detector.log"
-    proc = detector_process(s, log)
-    pid = proc.pid
-    try:
-        wait(lambda: _done(s) > total // 4, 240, "a quarter of the stream committed")
-        at = _done(s)
+    with fault_run(s, reference, tmp_path, feed_seconds=30) as run:
+        pid = run.proc.pid
+        run.wait_done(run.total // 4, 240, "a quarter of the stream committed")
+        at = run.done()
         t_stop = time.monotonic()
         assert broker.stop()  # SIGTERM: a controlled shutdown, as an operator restart does
         stopped = time.monotonic() - t_stop
@@ -74,32 +55,17 @@ def test_single_broker_stop_and_start(
         broker.start()
         broker.wait_healthy(90)
         broker_up = time.monotonic() - t_start
-        wait(lambda: _done(s) > at, 180, "progress after the broker returned", every=0.2)
+        run.wait_done(at, 180, "progress after the broker returned", every=0.2)
         resumed = time.monotonic() - t_start
-        feeder.finish()
-        wait(lambda: caught_up(s), 300, "backlog drained")
+        run.drain("backlog drained")
         drained = time.monotonic() - t_start
-        assert proc.poll() is None and proc.pid == pid, "the detector exited"
-        proc.send_signal(signal.SIGTERM)
-        rc = proc.wait(60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert rc == 0, log.read_text()[-3000:]
-    tally = compare(reference.expected, anomaly_keys(s))
-    problems = log_problems(log.read_text(errors="replace"))
+        assert run.proc.poll() is None and run.proc.pid == pid, "the detector exited"
+        result = run.stop()
     record(
         "broker_restart_single_node",
         {
+            **result.figures,
             "committed_at_stop": at,
-            "readings_in": total,
-            "producer_delivered": feeder.delivered,
-            "producer_failures": len(feeder.failed),
-            "anomalies_expected": tally.expected,
-            "anomalies_out": tally.published,
-            "lost": len(tally.lost),
-            "duplicated": len(tally.duplicated),
-            "unexpected": len(tally.unexpected),
             "broker_stop_s": round(stopped, 2),
             "broker_down_s": round(t_start - t_stop, 2),
             "broker_start_to_healthy_s": round(broker_up, 2),
@@ -108,5 +74,4 @@ def test_single_broker_stop_and_start(
             "detector_restarts": 0,
         },
     )
-    tally.check()
-    assert not problems, problems[:5]
+    result.check()

@@ -21,19 +21,17 @@ import pytest
 from detector_helpers import (
     ProductionModel,
     caught_up,
-    committed_offsets,
     detector_process,
+    detector_settings,
     read_all,
     wait_until,
 )
 from reliability_helpers import (
     FeedingProducer,
     Reference,
-    anomaly_keys,
-    compare,
-    detector_settings,
+    committed_total,
     fresh_topics,
-    log_problems,
+    outcome,
     record,
 )
 
@@ -44,10 +42,6 @@ from iot_mlops.kafka.topics import create_topics
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
 PARTITIONS = 6
-
-
-def _done(s: Settings) -> int:
-    return sum(max(0, o) for o in committed_offsets(s).values())
 
 
 def _partitions(port: int) -> set[str]:
@@ -131,14 +125,14 @@ def test_join_and_leave_mid_stream(
             lambda: all(watch.owned().get(n) for n in "ab") and union("a", "b") == everything,
             240, "a and b share the partitions",
         )  # fmt: skip
-        wait_until(lambda: _done(s) > total // 5, 240, "a fifth of the stream committed")
-        joined_at = _done(s)
+        wait_until(lambda: committed_total(s) > total // 5, 240, "a fifth of the stream committed")
+        joined_at = committed_total(s)
         t_join = time.monotonic()
         spawn("c")
         wait_until(lambda: bool(watch.owned().get("c")), 240, "c assigned")
         join_s = time.monotonic() - t_join
-        wait_until(lambda: _done(s) > joined_at + 300, 240, "progress with three")
-        left_at = _done(s)
+        wait_until(lambda: committed_total(s) > joined_at + 300, 240, "progress with three")
+        left_at = committed_total(s)
         t_leave = time.monotonic()
         procs["a"].send_signal(signal.SIGTERM)
         rcs["a"] = procs["a"].wait(60)
@@ -157,28 +151,22 @@ def test_join_and_leave_mid_stream(
             if p.poll() is None:
                 p.kill()
     assert rcs == {"a": 0, "b": 0, "c": 0}, rcs
-    tally = compare(reference.expected, anomaly_keys(s))
+    result = outcome(s, reference, feeder, logs.values())
     scored = Counter(
         (r["source_partition"], r["source_offset"])
         for r in (orjson.loads(m.value()) for m in read_all(s, s.scores_topic, timeout=120))
     )
     twice = [k for k, n in scored.items() if n > 1]
-    problems = [p for log in logs.values() for p in log_problems(log.read_text(errors="replace"))]
     record(
         "rebalance",
         {
+            **result.figures,
             "detectors": "a+b, c joins, a leaves (3 processes)",
             "partitions": PARTITIONS,
             "committed_at_join": joined_at,
             "committed_at_leave": left_at,
-            "readings_in": total,
             "readings_scored_once": sum(1 for n in scored.values() if n == 1),
             "readings_scored_twice": len(twice),
-            "anomalies_expected": tally.expected,
-            "anomalies_out": tally.published,
-            "lost": len(tally.lost),
-            "duplicated": len(tally.duplicated),
-            "unexpected": len(tally.unexpected),
             "ownership_samples": watch.samples,
             "ownership_overlaps": len(watch.overlaps),
             "join_to_assigned_s": round(join_s, 2),
@@ -186,9 +174,9 @@ def test_join_and_leave_mid_stream(
             "leave_to_caught_up_s": round(drain_s, 2),
         },
     )
-    tally.check()
+    result.tally.check()
     assert left_at < total, "the stream was over before a left: not a mid-stream rebalance"
     assert not twice, f"readings scored twice: {twice[:5]}"
     assert len(scored) == total, f"{total - len(scored)} readings never scored"
     assert not watch.overlaps, watch.overlaps[:5]
-    assert not problems, problems[:5]
+    assert not result.problems, result.problems[:5]

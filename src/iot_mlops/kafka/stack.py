@@ -192,41 +192,46 @@ class Kafka(Service):
     def _java(self, *args: str) -> list[str]:
         return ["java", "-cp", f"{self.libs}/*", *args]
 
-    def prepare(self) -> None:
+    def server_properties(self) -> dict[str, str]:
+        """The broker's ``server.properties``: one KRaft node, broker and controller."""
         s = self.s
-        data = self.dir / "data"
-        props = self.dir / "server.properties"
         host = s.bind_host
-        props.write_text(
-            "\n".join(
-                [
-                    "process.roles=broker,controller",
-                    "node.id=1",
-                    f"controller.quorum.bootstrap.servers={host}:{s.kafka_controller_port}",
-                    f"listeners=PLAINTEXT://{host}:{s.kafka_port},"
-                    f"CONTROLLER://{host}:{s.kafka_controller_port}",
-                    f"advertised.listeners=PLAINTEXT://{host}:{s.kafka_port}",
-                    "controller.listener.names=CONTROLLER",
-                    "inter.broker.listener.name=PLAINTEXT",
-                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-                    f"log.dirs={data}",
-                    "num.partitions=1",
-                    "auto.create.topics.enable=false",
-                    # Single node: internal topics must not wait for replicas that never come.
-                    "offsets.topic.replication.factor=1",
-                    "offsets.topic.num.partitions=10",
-                    "transaction.state.log.replication.factor=1",
-                    "transaction.state.log.min.isr=1",
-                    "transaction.state.log.num.partitions=10",
-                    "share.coordinator.state.topic.replication.factor=1",
-                    "share.coordinator.state.topic.min.isr=1",
-                    "group.initial.rebalance.delay.ms=0",
-                    f"message.max.bytes={max(s.max_message_bytes * 64, 1_048_588)}",
-                    "",
-                ]
-            )
-        )
+        return {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.bootstrap.servers": f"{host}:{s.kafka_controller_port}",
+            "listeners": f"PLAINTEXT://{host}:{s.kafka_port},"
+            f"CONTROLLER://{host}:{s.kafka_controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{host}:{s.kafka_port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(self.dir / "data"),
+            "num.partitions": "1",
+            "auto.create.topics.enable": "false",
+            # Single node: internal topics must not wait for replicas that never come.
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "10",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "10",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "message.max.bytes": str(max(s.max_message_bytes * 64, 1_048_588)),
+        }
+
+    def write_config(self) -> Path:
+        """``server.properties`` and the log4j2 configuration; returns the former."""
+        props = self.dir / "server.properties"
+        lines = [f"{k}={v}" for k, v in self.server_properties().items()]
+        props.write_text("\n".join([*lines, ""]))
         (self.dir / "log4j2.properties").write_text(KAFKA_LOG4J.format(log=self.log))
+        return props
+
+    def prepare(self) -> None:
+        data = self.dir / "data"
+        props = self.write_config()
         if not (data / "meta.properties").exists():
             cluster_id = subprocess.run(
                 self._java("kafka.tools.StorageTool", "random-uuid"),
