@@ -63,8 +63,8 @@ VARIANTS = {
     "no level": replace(BASE, channels=ChannelConfig(channels=("residual", "shift", "stuck"))),
     "no shift": replace(BASE, channels=ChannelConfig(channels=("residual", "level", "stuck"))),
     "tails not widened (conservative 0)": replace(BASE, channels=ChannelConfig(conservative=0)),
-    "tails widened less (conservative 0.5)": replace(
-        BASE, channels=ChannelConfig(conservative=0.5)
+    "tails widened as before (conservative 1)": replace(
+        BASE, channels=ChannelConfig(conservative=1)
     ),
     "tails widened more (conservative 2)": replace(BASE, channels=ChannelConfig(conservative=2)),
     "close after 30": replace(BASE, episodes=EpisodePolicy(close_after=30, accept_after=30)),

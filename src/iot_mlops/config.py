@@ -108,7 +108,7 @@ class Settings(BaseSettings):
     tail_window: int = Field(2000, ge=50)
     tail_min_points: int = Field(100, ge=10)
     # A tail fitted on k points is widened by 1 + this / sqrt(k): fewer false alarms early.
-    tail_conservative: float = Field(1.0, ge=0)
+    tail_conservative: float = Field(0.5, ge=0)
     # An episode holds while the evidence is at most target_false_alarm_rate ** episode_hold
     # and closes after episode_close_after ordinary readings in a row.
     episode_hold: float = Field(0.75, gt=0, le=1)

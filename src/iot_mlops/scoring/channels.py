@@ -46,7 +46,7 @@ class ChannelConfig:
     window: int = 2000  # values each channel's TailModel remembers
     min_points: int = 100  # before this many, a channel is silent (residual: model prior)
     tail_share: float = 0.05
-    conservative: float = 1.0
+    conservative: float = 0.5
     shift_window: int = 8
     level_window: int = 8
     stuck_after: int = 10

@@ -36,7 +36,7 @@ class TailModel:
     tail_share: float = 0.05
     min_points: int = 100
     prior_beta: float = 0.0
-    conservative: float = 1.0
+    conservative: float = 0.5
     ring: array = field(default_factory=lambda: array("f"))
     ordered: array = field(default_factory=lambda: array("f"))
     head: int = 0  # index of the oldest value in ``ring`` once it is full
