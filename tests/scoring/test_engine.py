@@ -162,3 +162,16 @@ def test_level_shift_is_one_anomaly_then_the_new_level_is_normal() -> None:
     held = [bool(r.scored and r.scored.in_episode) for r in out[8:]]
     # One onset at the shift; accepted after 3 readings, the new level is normal.
     assert flags[0] and not any(flags[1:]) and not any(held[3:])
+
+
+def test_the_settings_engine_options_score_and_flag() -> None:
+    """The detector builds its engine from the settings (channels, episodes, device policy)."""
+    from iot_mlops.config import Settings
+    from iot_mlops.scoring.rules import engine_options
+
+    eng = Engine(LastValueModel(), min_history=3, **engine_options(Settings()))
+    assert not eng.rules.observe_only and eng.rules.device_episodes is not None
+    rs = [reading("a", i, 10.0) for i in range(3)] + [reading("a", 3, 10.2), reading("a", 4, 30.0)]
+    out = eng.process(rs)
+    assert out[4].scored is not None and out[4].scored.alarm and out[4].scored.score > 0.9
+    assert out[3].scored is not None and 0.0 < out[3].scored.score < 0.5

@@ -85,10 +85,10 @@ class Engine:
         self.calibration = model.calibration
         self.rules = Rules(
             model.calibration,
-            self.channel_config,
-            self.episode_policy,
-            self.observe_only,
-            self.device_episodes,
+            channels=self.channel_config,
+            episodes=self.episode_policy,
+            device_episodes=self.device_episodes,
+            observe_only=self.observe_only,
         )
         # Channel histories are kept: deviations are in interval units whatever the model, so
         # a swap does not send every series back to warm-up (a burst of false alarms).
