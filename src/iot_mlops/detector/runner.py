@@ -192,6 +192,10 @@ class Detector:
             return
         log.info("assigned %s", _partition_list(partitions))
         committed = consumer.committed(partitions, timeout=30)
+        # A partition lost without a revoke (e.g. the session expired while the broker was
+        # away) may still hold state that ran past its committed offset: start it from the log.
+        for tp in partitions:
+            self._drop_partition((tp.topic, tp.partition))
         self._rebuild(committed)
         self.assigned |= {(tp.topic, tp.partition) for tp in partitions}
 

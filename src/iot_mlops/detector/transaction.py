@@ -171,13 +171,29 @@ class Transactions:
         if not partitions:
             return
         tps = [TopicPartition(t, p) for t, p in partitions]
-        committed = self.consumer.committed(tps, timeout=30)
+        committed = self._committed(tps)
         for tp in committed:
             if tp.offset >= 0:
                 self.consumer.seek(tp)
             else:
                 self.consumer.seek(TopicPartition(tp.topic, tp.partition, -2))  # OFFSET_BEGINNING
         self.on_rewind(committed)
+
+    def _committed(self, tps: list[TopicPartition]) -> list[TopicPartition]:
+        """The group's committed offsets, retried while the coordinator is away (a broker
+        restart can outlast one 30 s call) up to the transaction timeout plus a minute."""
+        give_up = time.monotonic() + self.settings.transaction_timeout_ms / 1000 + 60
+        for attempt in itertools.count():
+            try:
+                return self.consumer.committed(tps, timeout=30)
+            except KafkaException as e:
+                err: KafkaError = e.args[0]
+                transient = err.retriable() or err.code() == KafkaError._TIMED_OUT
+                if not transient or time.monotonic() > give_up:
+                    raise
+                log.warning("reading the committed offsets failed (%s); retrying", err)
+                time.sleep(min(5.0, 0.2 * 2**attempt))
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         self.producer.flush(10)
