@@ -50,21 +50,17 @@ def stack_settings(stack: Stack) -> Settings:
 def production_model(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory):
     """A real AutoGluon model trained on simulator history, registered and promoted once per
     session in the session's MLflow (small and fast: 4 devices, three days at 1 minute)."""
+    from cli_helpers import isolated
     from detector_helpers import ProductionModel
 
     from iot_mlops.data.simulate import build_fleet, generate
     from iot_mlops.training.pipeline import train
 
     seed, interval = 7, 60
-    s = stack_settings.model_copy(
-        update={
-            "model_name": f"detector-model-{uuid.uuid4().hex[:8]}",
-            "experiment_name": f"detector-exp-{uuid.uuid4().hex[:8]}",
-            "train_models": "RecursiveTabular",
-            "train_time_limit_s": 60,
-            "context_length": 128,
-        }
-    )
+    s = isolated(
+        stack_settings, "detector",
+        train_models="RecursiveTabular", train_time_limit_s=60, context_length=128,
+    )  # fmt: skip
     fleet = build_fleet(seed, 4)
     start = 1_795_000_000_000 // (interval * 1000) * (interval * 1000)
     steps = 3 * 1440

@@ -4,7 +4,6 @@ AutoGluon fit for the module), its grid mapping, and its bad-input handling (no 
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -12,22 +11,14 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
+from cli_helpers import cli_env, isolated, run_cli
 
-from iot_mlops.cli import app
 from iot_mlops.config import Settings
 from iot_mlops.evaluation.corpus import generate_corpus
 from iot_mlops.evaluation.pipeline import estimate_grid, load_corpus, stream_order
 from iot_mlops.kafka.stack import free_port
 
-runner = CliRunner()
 HAND = "hand/irregular.csv"
-
-
-def run_cli(args: list[str], env: dict[str, str]) -> Any:
-    result = runner.invoke(app, args, env={"COLUMNS": "250", **env})
-    assert "Traceback" not in result.output, result.output
-    return result
 
 
 def hand_made(path: Path) -> tuple[pd.DataFrame, list[dict[str, str]]]:
@@ -64,13 +55,8 @@ def evaluated(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory
     labels = json.loads(info.labels_path.read_text())
     labels[HAND] = window
     info.labels_path.write_text(json.dumps(labels))
-    tag = uuid.uuid4().hex[:8]
-    env = {
-        "KAFKA_BOOTSTRAP_SERVERS": stack_settings.kafka_bootstrap_servers,
-        "MLFLOW_TRACKING_URI": stack_settings.mlflow_tracking_uri,
-        "IOT_MLOPS_EXPERIMENT_NAME": f"exp-eval-{tag}",
-        "IOT_MLOPS_MODEL_NAME": f"model-eval-{tag}",
-    }
+    s = isolated(stack_settings, "eval")
+    env = cli_env(s)
     out = root / "out"
     result = run_cli(
         ["evaluate", str(info.data_dir), "--labels", str(info.labels_path), "--out", str(out),
@@ -78,10 +64,6 @@ def evaluated(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory
         env,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    s = stack_settings.model_copy(
-        update={"experiment_name": env["IOT_MLOPS_EXPERIMENT_NAME"],
-                "model_name": env["IOT_MLOPS_MODEL_NAME"]}
-    )  # fmt: skip
     return {
         "settings": s,
         "data": info.data_dir,

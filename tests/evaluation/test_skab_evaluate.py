@@ -8,7 +8,6 @@ import json
 import logging
 import shutil
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +15,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
+from cli_helpers import cli_env, isolated, run_cli
 
-from iot_mlops.cli import app
 from iot_mlops.config import Settings
 
 FILES = ["valve1/0.csv", "other/9.csv", "valve2/1.csv"]
@@ -49,33 +47,22 @@ def skab_run(
     for rel in FILES:  # copied at test time, never into the repository
         (data / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(skab_data / rel, data / rel)
-    tag = uuid.uuid4().hex[:8]
-    env = {
-        "COLUMNS": "250",
-        "KAFKA_BOOTSTRAP_SERVERS": stack_settings.kafka_bootstrap_servers,
-        "MLFLOW_TRACKING_URI": stack_settings.mlflow_tracking_uri,
-        "IOT_MLOPS_EXPERIMENT_NAME": f"exp-skab-{tag}",
-        "IOT_MLOPS_MODEL_NAME": f"model-skab-{tag}",
-    }
+    s = isolated(stack_settings, "skab")
     out = root / "out"
     reopen_log_streams()
-    result = CliRunner().invoke(
-        app,
+    result = run_cli(
         ["evaluate", str(data), "--out", str(out), "--train-rows", str(TRAIN_ROWS),
          "--label-column", "anomaly", "--ignore-column", "changepoint",
          "--time-limit", "60", "--models", "DirectTabular"],
-        env=env,
+        cli_env(s),
     )  # fmt: skip
-    assert "Traceback" not in result.output, result.output
     assert result.exit_code == 0, result.output
     return {
         "data": data,
         "out": out,
         "output": result.output,
         "scores": json.loads((out / "scores.json").read_text()),
-        "settings": stack_settings.model_copy(
-            update={"experiment_name": env["IOT_MLOPS_EXPERIMENT_NAME"]}
-        ),
+        "settings": s,
     }
 
 

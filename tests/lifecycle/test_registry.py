@@ -5,7 +5,6 @@ DirectTabular model (version 1, promoted) and a deliberately worse Naive one (ve
 from __future__ import annotations
 
 import math
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from cli_helpers import isolated
+from markers import slow_integration
 from series_helpers import AMPLITUDE, clean_signal, synthetic_readings
 from typer.testing import CliRunner
 
@@ -21,7 +22,7 @@ from iot_mlops.config import Settings
 from iot_mlops.errors import ModelError, ServiceError
 from iot_mlops.kafka.stack import free_port
 from iot_mlops.lifecycle import registry
-from iot_mlops.model.forecaster import Forecaster
+from iot_mlops.model.forecaster import Forecaster, forecast_to_frame, frame_to_context
 from iot_mlops.scoring import channels
 from iot_mlops.training.pipeline import TrainResult, train
 
@@ -31,16 +32,10 @@ N = 400
 
 @pytest.fixture(scope="module")
 def models(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    tag = uuid.uuid4().hex[:8]
-    s = stack_settings.model_copy(
-        update={
-            "experiment_name": f"exp-registry-{tag}",
-            "model_name": f"model-registry-{tag}",
-            "train_models": "DirectTabular",
-            "train_time_limit_s": 60,
-            "context_length": 128,
-        }
-    )
+    s = isolated(
+        stack_settings, "registry",
+        train_models="DirectTabular", train_time_limit_s=60, context_length=128,
+    )  # fmt: skip
     path = tmp_path_factory.mktemp("registry") / "history.parquet"
     synthetic_readings(n_devices=2, n=N, spikes=3, seed=5).to_parquet(path)
     good = train(s, path, promote=True)
@@ -79,8 +74,7 @@ def continuation(device: int, metric: int, start: int, n: int, freq: str = "min"
     )
 
 
-@pytest.mark.slow
-@pytest.mark.integration
+@slow_integration
 def test_alias_resolves_and_loads_the_promoted_version(
     models: dict[str, Any], production: Forecaster
 ) -> None:
@@ -96,8 +90,7 @@ def test_alias_resolves_and_loads_the_promoted_version(
     assert production.model_name == "DirectTabular"
 
 
-@pytest.mark.slow
-@pytest.mark.integration
+@slow_integration
 def test_calibration_is_stored_in_and_read_back_from_the_model(
     models: dict[str, Any], production: Forecaster
 ) -> None:
@@ -109,8 +102,7 @@ def test_calibration_is_stored_in_and_read_back_from_the_model(
     assert production.metrics["mase"] == pytest.approx(good.metrics["mase"])
 
 
-@pytest.mark.slow
-@pytest.mark.integration
+@slow_integration
 def test_forecasts_a_clean_seasonal_series_and_brackets_it(production: Forecaster) -> None:
     f = production
     ctxs, truths = [], []
@@ -119,7 +111,7 @@ def test_forecasts_a_clean_seasonal_series_and_brackets_it(production: Forecaste
         for metric in range(2):
             ctxs.append(continuation(device, metric, N - f.context_length + 12, f.context_length))
             truths.append(continuation(device, metric, N + 12, f.prediction_length))
-    out = f.forecast(pd.concat(ctxs, ignore_index=True))
+    out = forecast_to_frame(f.forecast(frame_to_context(pd.concat(ctxs), f.freq)))
     truth = pd.concat(truths, ignore_index=True)
     merged = truth.merge(out, on=["item_id", "timestamp"], how="left")
     assert len(merged) == len(truth) and merged["0.5"].notna().all()
@@ -140,13 +132,12 @@ def test_forecasts_a_clean_seasonal_series_and_brackets_it(production: Forecaste
     assert not any(p.outlier for p in scores)
 
 
-@pytest.mark.slow
-@pytest.mark.integration
+@slow_integration
 def test_injected_spike_falls_outside_the_interval(production: Forecaster) -> None:
     f = production
     ctx = continuation(0, 0, N, f.context_length)
     nxt = continuation(0, 0, N + f.context_length, f.prediction_length)
-    out = f.forecast(ctx)
+    out = forecast_to_frame(f.forecast(frame_to_context(ctx, f.freq)))
     step = out.iloc[2]
     assert step["timestamp"] == nxt["timestamp"].iloc[2]
     spike = float(nxt["target"].iloc[2]) + 8 * AMPLITUDE
@@ -157,8 +148,7 @@ def test_injected_spike_falls_outside_the_interval(production: Forecaster) -> No
     assert p.outlier and p.score > 0.5
 
 
-@pytest.mark.slow
-@pytest.mark.integration
+@slow_integration
 def test_pyfunc_serves_the_same_contract(models: dict[str, Any]) -> None:
     """The generic MLflow path (schema-enforced predict) gives the same forecast frame."""
     s = models["settings"]
@@ -170,8 +160,7 @@ def test_pyfunc_serves_the_same_contract(models: dict[str, Any]) -> None:
     assert len(out) == 12 and "0.5" in out.columns and "target" not in out.columns
 
 
-@pytest.mark.slow
-@pytest.mark.integration
+@slow_integration
 def test_gate_refuses_the_worse_model_and_force_overrides(models: dict[str, Any]) -> None:
     s, good, worse = models["settings"], models["good"], models["worse"]
     assert worse.version == "2" and worse.best_model == "Naive"
@@ -196,8 +185,7 @@ def test_gate_refuses_the_worse_model_and_force_overrides(models: dict[str, Any]
     assert registry.resolve_alias(s) == "1"
 
 
-@pytest.mark.slow
-@pytest.mark.integration
+@slow_integration
 def test_models_lists_versions_aliases_and_metrics(models: dict[str, Any]) -> None:
     s = models["settings"]
     r = cli(["promote", "1", "--alias", "staging"], s)
@@ -212,8 +200,7 @@ def test_models_lists_versions_aliases_and_metrics(models: dict[str, Any]) -> No
     assert "Naive" in r.output and "DirectTabular" in r.output and "staging" in r.output
 
 
-@pytest.mark.slow
-@pytest.mark.integration
+@slow_integration
 def test_unknown_version_and_alias(models: dict[str, Any]) -> None:
     s = models["settings"]
     r = cli(["promote", "99"], s)
@@ -233,3 +220,15 @@ def test_unreachable_mlflow_fails_fast_with_the_fix(tmp_path: Path) -> None:
     assert "iot-mlops stack up" in (e.value.fix or "") and "MLFLOW_TRACKING_URI" in e.value.fix
     with pytest.raises(ServiceError):
         registry.load_forecaster(s)
+
+
+@pytest.mark.unit
+def test_promotion_rule() -> None:
+    assert registry.compare({"mase": 0.5}, {"mase": 0.6})[0]
+    assert registry.compare({"mase": 0.6}, {"mase": 0.6})[0]
+    ok, why = registry.compare({"mase": 0.7}, {"mase": 0.6})
+    assert not ok and "0.7000" in why and "0.6000" in why
+    assert not registry.compare({"mase": 0.5, "f1": 0.5}, {"mase": 0.6, "f1": 0.9})[0]
+    assert registry.compare({"mase": 0.5, "f1": 0.88}, {"mase": 0.6, "f1": 0.9})[0]
+    assert not registry.compare({}, {"mase": 0.6})[0]
+    assert registry.compare({"mase": 0.9}, {})[0]  # nothing to beat

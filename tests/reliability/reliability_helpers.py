@@ -127,6 +127,22 @@ class Reference:
     seconds: float  # how long the uninterrupted run took to commit everything
 
 
+def private_services(base: Settings, state_dir: Path) -> Settings:
+    """``base`` with its own state dir and free ports for Kafka and MLflow, so a test can stop
+    and start its services without touching the session's."""
+    kafka, controller, mlflow = free_port(), free_port(), free_port()
+    return base.model_copy(
+        update={
+            "state_dir": state_dir,
+            "kafka_port": kafka,
+            "kafka_controller_port": controller,
+            "kafka_bootstrap_servers": f"127.0.0.1:{kafka}",
+            "mlflow_port": mlflow,
+            "mlflow_tracking_uri": f"http://127.0.0.1:{mlflow}",
+        }
+    )
+
+
 def fresh_topics(base: Settings, prefix: str, partitions: int = 3, rf: int = 1) -> Settings:
     """Unique input/anomalies/DLQ topics and group on ``base``'s broker."""
     name = f"{prefix}-{uuid.uuid4().hex[:10]}"

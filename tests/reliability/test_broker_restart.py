@@ -10,27 +10,17 @@ from pathlib import Path
 
 import pytest
 from detector_helpers import ProductionModel, detector_settings
-from reliability_helpers import Reference, fault_run, fresh_topics, record
+from reliability_helpers import Reference, fault_run, fresh_topics, private_services, record
 
 from iot_mlops.config import Settings
-from iot_mlops.kafka.stack import Kafka, free_port
+from iot_mlops.kafka.stack import Kafka
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
 
 @pytest.fixture
 def broker(stack_settings: Settings, tmp_path: Path) -> Iterator[Kafka]:
-    port = free_port()
-    k = Kafka(
-        stack_settings.model_copy(
-            update={
-                "state_dir": tmp_path / "single",
-                "kafka_port": port,
-                "kafka_controller_port": free_port(),
-                "kafka_bootstrap_servers": f"127.0.0.1:{port}",
-            }
-        )
-    )
+    k = Kafka(private_services(stack_settings, tmp_path / "single"))
     try:
         k.start()
         k.wait_healthy(90)

@@ -31,12 +31,12 @@ from detector_helpers import (
     stop_detector,
     wait_until,
 )
-from reliability_helpers import healthz, log_problems, metric_sum, record, scrape
+from reliability_helpers import healthz, log_problems, metric_sum, private_services, record, scrape
 
 from iot_mlops.config import Settings
 from iot_mlops.data.simulate import generate
 from iot_mlops.events import decode_anomaly
-from iot_mlops.kafka.stack import MLflow, free_port
+from iot_mlops.kafka.stack import MLflow
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
@@ -46,16 +46,7 @@ def private_mlflow(
     stack_settings: Settings, production_model: ProductionModel, tmp_path: Path
 ) -> Iterator[MLflow]:
     """A stopped MLflow service whose store is a copy of the session's (model included)."""
-    port = free_port()
-    svc = MLflow(
-        stack_settings.model_copy(
-            update={
-                "state_dir": tmp_path / "private",
-                "mlflow_port": port,
-                "mlflow_tracking_uri": f"http://127.0.0.1:{port}",
-            }
-        )
-    )
+    svc = MLflow(private_services(stack_settings, tmp_path / "private"))
     src = MLflow(stack_settings).dir
     svc.dir.mkdir(parents=True)
     with sqlite3.connect(src / "mlflow.db") as a, sqlite3.connect(svc.dir / "mlflow.db") as b:

@@ -4,39 +4,25 @@ AutoGluon fit for the module), and its bad-input handling (no services needed)."
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import pandas as pd
 import pytest
+from cli_helpers import cli_env, isolated, run_cli
+from markers import slow_integration
 from series_helpers import synthetic_readings
-from typer.testing import CliRunner
 
-from iot_mlops.cli import app
 from iot_mlops.config import Settings
 from iot_mlops.kafka.stack import free_port
-
-runner = CliRunner()
-
-
-def run_cli(args: list[str], env: dict[str, str]) -> Any:
-    # Wide enough that rich does not wrap messages across lines.
-    result = runner.invoke(app, args, env={"COLUMNS": "250", **env})
-    assert "Traceback" not in result.output, result.output
-    return result
 
 
 @pytest.fixture(scope="module")
 def trained(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One `iot-mlops train --promote` for the whole module."""
-    tag = uuid.uuid4().hex[:8]
-    env = {
-        "MLFLOW_TRACKING_URI": stack_settings.mlflow_tracking_uri,
-        "IOT_MLOPS_EXPERIMENT_NAME": f"exp-train-{tag}",
-        "IOT_MLOPS_MODEL_NAME": f"model-train-{tag}",
-    }
+    s = isolated(stack_settings, "train")
+    env = cli_env(s, kafka=False)
     path = tmp_path_factory.mktemp("train") / "history.parquet"
     synthetic_readings(n_devices=3, n=400, spikes=4, seed=3).to_parquet(path)
     result = run_cli(
@@ -45,18 +31,13 @@ def trained(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) 
         env,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    s = stack_settings.model_copy(
-        update={"experiment_name": env["IOT_MLOPS_EXPERIMENT_NAME"],
-                "model_name": env["IOT_MLOPS_MODEL_NAME"]}
-    )  # fmt: skip
     client = mlflow.MlflowClient(s.mlflow_tracking_uri, s.mlflow_tracking_uri)
     exp = client.get_experiment_by_name(s.experiment_name)
     runs = client.search_runs([exp.experiment_id])
     return {"settings": s, "client": client, "runs": runs, "output": result.output, "path": path}
 
 
-@pytest.mark.slow
-@pytest.mark.integration
+@slow_integration
 def test_train_logs_one_run_with_params_and_metrics(trained: dict[str, Any]) -> None:
     runs = trained["runs"]
     assert len(runs) == 1
@@ -80,8 +61,7 @@ def test_train_logs_one_run_with_params_and_metrics(trained: dict[str, Any]) -> 
     assert "holdout MASE" in trained["output"]
 
 
-@pytest.mark.slow
-@pytest.mark.integration
+@slow_integration
 def test_train_logs_artifacts(trained: dict[str, Any], tmp_path: Path) -> None:
     client, run = trained["client"], trained["runs"][0]
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -93,8 +73,7 @@ def test_train_logs_artifacts(trained: dict[str, Any], tmp_path: Path) -> None:
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.slow
-@pytest.mark.integration
+@slow_integration
 def test_model_registered_promoted_with_signature_and_calibration(
     trained: dict[str, Any], tmp_path: Path
 ) -> None:

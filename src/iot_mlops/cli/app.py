@@ -49,7 +49,12 @@ def friendly(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-StateDir = typer.Option(None, "--state-dir", help="State directory \\[env IOT_MLOPS_STATE_DIR]")
+def env_option(flag: str, env: str, help_text: str, **kwargs: Any) -> Any:
+    """An option that overrides a setting; its help names the setting's environment variable."""
+    return typer.Option(None, flag, help=f"{help_text} \\[env {env}]", **kwargs)
+
+
+StateDir = env_option("--state-dir", "IOT_MLOPS_STATE_DIR", "State directory")
 
 
 def settings_from(**overrides: Any) -> Settings:
@@ -60,11 +65,8 @@ def settings_from(**overrides: Any) -> Settings:
 @friendly
 def stack_up(
     state_dir: Path | None = StateDir,
-    partitions: int | None = typer.Option(
-        None,
-        "--partitions",
-        min=1,
-        help="Partitions of the topics \\[env IOT_MLOPS_INPUT_PARTITIONS]",
+    partitions: int | None = env_option(
+        "--partitions", "IOT_MLOPS_INPUT_PARTITIONS", "Partitions of the topics", min=1
     ),
     prometheus: bool = typer.Option(True, help="Start Prometheus when it is installed."),
 ) -> None:
@@ -120,15 +122,9 @@ def _print_status(statuses: list[Any]) -> None:
 @app.command("detect")
 @friendly
 def detect(
-    topic: str | None = typer.Option(
-        None, "--topic", help="Input topic \\[env IOT_MLOPS_INPUT_TOPIC]"
-    ),
-    group: str | None = typer.Option(
-        None, "--group", help="Consumer group \\[env IOT_MLOPS_CONSUMER_GROUP]"
-    ),
-    alias: str | None = typer.Option(
-        None, "--alias", help="Registry alias \\[env IOT_MLOPS_MODEL_ALIAS]"
-    ),
+    topic: str | None = env_option("--topic", "IOT_MLOPS_INPUT_TOPIC", "Input topic"),
+    group: str | None = env_option("--group", "IOT_MLOPS_CONSUMER_GROUP", "Consumer group"),
+    alias: str | None = env_option("--alias", "IOT_MLOPS_MODEL_ALIAS", "Registry alias"),
     model_name: str | None = typer.Option(None, "--model-name", help="Registered model name"),
     metrics_port: int | None = typer.Option(
         None, "--metrics-port", help="/metrics and /healthz port"
@@ -187,20 +183,15 @@ class SimulateOptions:
     duration = typer.Option(
         None, "--duration", help="Live mode: stop after this many seconds (default: Ctrl-C)."
     )
-    devices = typer.Option(
-        None, "--devices", min=1, help="Devices in the fleet \\[env IOT_MLOPS_SIM_DEVICES]"
-    )
-    seed = typer.Option(None, "--seed", help="Fleet and signal seed \\[env IOT_MLOPS_SIM_SEED]")
-    interval = typer.Option(
-        None,
-        "--interval",
-        min=1,
-        help="Seconds between readings of a series \\[env IOT_MLOPS_SIM_INTERVAL_S]",
+    devices = env_option("--devices", "IOT_MLOPS_SIM_DEVICES", "Devices in the fleet", min=1)
+    seed = env_option("--seed", "IOT_MLOPS_SIM_SEED", "Fleet and signal seed")
+    interval = env_option(
+        "--interval", "IOT_MLOPS_SIM_INTERVAL_S", "Seconds between readings of a series", min=1
     )
     parquet = typer.Option(
         None, "--parquet", help="Backfill: write this parquet file instead of producing to Kafka."
     )
-    topic = typer.Option(None, "--topic", help="Kafka topic \\[env IOT_MLOPS_INPUT_TOPIC]")
+    topic = env_option("--topic", "IOT_MLOPS_INPUT_TOPIC", "Kafka topic")
     end = typer.Option(
         None, "--end", help="Backfill: end of the history, exclusive (ISO 8601; default now)."
     )
@@ -285,9 +276,7 @@ def collect(
         "--until",
         help="Keep readings strictly before this time (ISO 8601, UTC if no offset).",
     ),
-    topic: str | None = typer.Option(
-        None, "--topic", help="Kafka topic \\[env IOT_MLOPS_INPUT_TOPIC]"
-    ),
+    topic: str | None = env_option("--topic", "IOT_MLOPS_INPUT_TOPIC", "Kafka topic"),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Snapshot the input topic (from the beginning up to its end offsets at start) into a
@@ -308,28 +297,17 @@ def train_cmd(
     promote: bool = typer.Option(
         False, "--promote", help="Point the alias at the new version (gated, like `promote`)."
     ),
-    time_limit: int | None = typer.Option(
-        None,
-        "--time-limit",
-        min=10,
-        help="AutoGluon fit budget, s \\[env IOT_MLOPS_TRAIN_TIME_LIMIT_S]",
+    time_limit: int | None = env_option(
+        "--time-limit", "IOT_MLOPS_TRAIN_TIME_LIMIT_S", "AutoGluon fit budget, s", min=10
     ),
-    models: str | None = typer.Option(
-        None,
-        "--models",
-        help="Comma-separated offline AutoGluon models \\[env IOT_MLOPS_TRAIN_MODELS]",
+    models: str | None = env_option(
+        "--models", "IOT_MLOPS_TRAIN_MODELS", "Comma-separated offline AutoGluon models"
     ),
-    prediction_length: int | None = typer.Option(
-        None,
-        "--prediction-length",
-        min=1,
-        help="Forecast horizon, steps \\[env IOT_MLOPS_PREDICTION_LENGTH]",
+    prediction_length: int | None = env_option(
+        "--prediction-length", "IOT_MLOPS_PREDICTION_LENGTH", "Forecast horizon, steps", min=1
     ),
-    context_length: int | None = typer.Option(
-        None,
-        "--context-length",
-        min=8,
-        help="History points per forecast \\[env IOT_MLOPS_CONTEXT_LENGTH]",
+    context_length: int | None = env_option(
+        "--context-length", "IOT_MLOPS_CONTEXT_LENGTH", "History points per forecast", min=8
     ),
     model_name: str | None = typer.Option(None, "--model-name", help="Registered model name"),
     alias: str | None = typer.Option(None, "--alias", help="Alias for --promote"),
@@ -387,7 +365,7 @@ def _train_table(s: Settings, r: Any) -> Table:
 @friendly
 def promote_cmd(
     version: str = typer.Argument(..., help="Model version to promote."),
-    alias: str | None = typer.Option(None, "--alias", help="Alias \\[env IOT_MLOPS_MODEL_ALIAS]"),
+    alias: str | None = env_option("--alias", "IOT_MLOPS_MODEL_ALIAS", "Alias"),
     force: bool = typer.Option(False, "--force", help="Promote even if its metrics are worse."),
     model_name: str | None = typer.Option(None, "--model-name", help="Registered model name"),
 ) -> None:
@@ -488,10 +466,8 @@ class EvaluateOptions:
         "the label transitions).",
     )
     time_limit = typer.Option(120, "--time-limit", min=10, help="AutoGluon fit budget, s.")
-    models = typer.Option(
-        None,
-        "--models",
-        help="Comma-separated offline AutoGluon models \\[env IOT_MLOPS_TRAIN_MODELS]",
+    models = env_option(
+        "--models", "IOT_MLOPS_TRAIN_MODELS", "Comma-separated offline AutoGluon models"
     )
     model_name = typer.Option(
         None,

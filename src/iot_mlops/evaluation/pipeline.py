@@ -79,7 +79,7 @@ DEFAULT_TIME_LIMIT_S = 120
 # the 400k-row corpus on 1 partition, 10,067 on 6). Scale-out is not what is measured here.
 DEFAULT_PARTITIONS = 1
 DEFAULT_BATCH = 5000
-# Training (model.forecaster.regularise) refuses a series missing more than 25 % of its grid
+# Training (data.grid.regularise) refuses a series missing more than 25 % of its grid
 # points; leave a margin.
 MAX_TRAIN_GAP_FRACTION = 0.2
 MAX_NOTES = 5  # series left out of training named on the console (all in scores.json)
@@ -180,8 +180,8 @@ def read_inputs(
 ) -> Inputs:
     """Step 1: the files, the labels and the training frame (bad data is cheap to report,
     before any service or minutes of fitting)."""
-    from iot_mlops.model.forecaster import min_series_length
-    from iot_mlops.training.pipeline import parse_models
+    from iot_mlops.data.grid import min_series_length
+    from iot_mlops.training.fit import parse_models
 
     given = load_labels(labels_path) if labels_path is not None else {}
     series = load_corpus(data_dir, opts, out_dir)

@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-log = logging.getLogger(__name__)
+from iot_mlops.model.batch import ContextBatch
 
-ITEM, TS = "item_id", "timestamp"
+log = logging.getLogger(__name__)
 
 
 class Unsupported(Exception):
@@ -113,100 +113,81 @@ class RecursiveTabularFastPath:
             raise Unsupported(f"calendar frequency {m.freq}") from None
         self.horizon = prediction_length
 
-    def forecast(self, df: pd.DataFrame) -> pd.DataFrame:
-        """``df``: item_id, timestamp (naive), target, sorted by item then time, on the grid.
-        Returns item_id, timestamp, mean and one column per quantile, like the predictor."""
-        items = df[ITEM].to_numpy()
-        starts = np.flatnonzero(np.r_[True, items[1:] != items[:-1]])
-        counts = np.diff(np.r_[starts, len(items)])
-        uniq = items[starts]
-        n = len(uniq)
-        width = int(counts.max())
+    def forecast(self, batch: ContextBatch) -> tuple[np.ndarray, dict[float, np.ndarray]]:
+        """The mean (n, horizon) and one (n, horizon) matrix per quantile level, rows in the
+        batch's order, as the predictor would forecast the batch's series."""
+        n = len(batch)
+        keep = batch.lengths.astype(np.int64)
+        width = int(keep.max())
         if self.max_len is not None:
             width = min(width, self.max_len)
-        keep = np.minimum(counts, width)
-        # Right-aligned matrix of each series' last ``width`` values; ``valid`` marks real
-        # positions (left padding is not part of the series). ``pad`` NaN columns more on the
-        # left make a lag longer than the history NaN, as in mlforecast.
+        keep = np.minimum(keep, width)
+        # ``valid`` marks real positions (left padding is not part of the series). ``pad``
+        # NaN columns more on the left make a lag longer than the history NaN, as in
+        # mlforecast.
         pad = max(self.lags)
-        y = np.full((n, pad + width + self.horizon), np.nan)
-        rows = np.repeat(np.arange(n), keep)
-        j = np.arange(len(rows)) - np.repeat(np.cumsum(keep) - keep, keep)  # index within a row
-        cols = width - keep[rows] + j
-        src = np.repeat(starts + counts - keep, keep) + j
-        values = df["target"].to_numpy(dtype=np.float64)
-        valid = np.zeros((n, width), dtype=bool)
-        valid[rows, cols] = True
-        hist = np.full((n, width), np.nan)
-        hist[rows, cols] = values[src]
+        hist = batch.values[:, batch.width - width :].astype(np.float64, copy=True)
+        valid = np.arange(width)[None, :] >= (width - keep)[:, None]
+        hist[~valid] = np.nan
         hist = pd.DataFrame(hist).ffill(axis=1).bfill(axis=1).to_numpy()
         empty = np.isnan(hist).all(axis=1)
         if empty.any() and self.median is not None:
             hist[empty] = self.median
         hist[~valid] = np.nan
-        if self.standard:
-            # Row by row on each series' own values: the same arithmetic whatever other series
-            # share the call (a batch-wide reduction rounds differently with the batch's shape,
-            # and replicas must score a series identically however it is batched).
-            loc, scale = np.zeros(n), np.ones(n)
-            for i in range(n):
-                v = hist[i, width - keep[i] :]
-                m = float(np.mean(v))
-                sd = float(np.std(v, ddof=1)) if len(v) > 1 else math.nan
-                loc[i] = m if math.isfinite(m) else 0.0
-                scale[i] = max(sd, self.min_scale) if math.isfinite(sd) else 1.0
-        else:
-            loc, scale = np.zeros(n), np.ones(n)
+        loc, scale = self._scaling(hist, keep, width)
+        y = np.full((n, pad + width + self.horizon), np.nan)
         y[:, pad : pad + width] = (hist - loc[:, None]) / scale[:, None]
-        last_ts = df[TS].to_numpy()[starts + counts - 1]
-        base = pd.DatetimeIndex(last_ts)
-        lag_cols, date_cols = self.lag_cols, self.date_cols
+        base = pd.to_datetime(batch.last_ms, unit="ms")
         x = np.empty((n, len(self.lgb_features)))
         for h in range(self.horizon):
             t = pad + width + h  # column of this step
-            for j, k in lag_cols:
+            for j, k in self.lag_cols:
                 x[:, j] = y[:, t - k]
-            if date_cols:
+            if self.date_cols:
                 dates = base + (h + 1) * self.step
-                for j, fn in date_cols:
+                for j, fn in self.date_cols:
                     x[:, j] = np.asarray(getattr(dates, fn) if isinstance(fn, str) else fn(dates))
             y[:, t] = self.booster.predict(x, num_threads=1)
         mean = y[:, pad + width :] * scale[:, None] + loc[:, None]
-        return self._with_quantiles(uniq, last_ts, mean, hist, valid)
+        return mean, self._quantiles(np.asarray(batch.ids, dtype=object), mean, hist, valid)
 
-    def _with_quantiles(
-        self,
-        uniq: np.ndarray,
-        last_ts: np.ndarray,
-        mean: np.ndarray,
-        hist: np.ndarray,
-        valid: np.ndarray,
-    ) -> pd.DataFrame:
+    def _scaling(
+        self, hist: np.ndarray, keep: np.ndarray, width: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The model's per-series standard scaling (mean, sample std floored at min_scale),
+        row by row on each series' own values: the same arithmetic whatever other series
+        share the call (a batch-wide reduction rounds differently with the batch's shape, and
+        replicas must score a series identically however it is batched)."""
+        n = len(hist)
+        loc, scale = np.zeros(n), np.ones(n)
+        if not self.standard:
+            return loc, scale
+        for i in range(n):
+            v = hist[i, width - keep[i] :]
+            m = float(np.mean(v))
+            sd = float(np.std(v, ddof=1)) if len(v) > 1 else math.nan
+            loc[i] = m if math.isfinite(m) else 0.0
+            scale[i] = max(sd, self.min_scale) if math.isfinite(sd) else 1.0
+        return loc, scale
+
+    def _quantiles(
+        self, ids: np.ndarray, mean: np.ndarray, hist: np.ndarray, valid: np.ndarray
+    ) -> dict[float, np.ndarray]:
         """The model's Gaussian quantiles: its residual std per item (for items it did not see
         in training, the in-sample seasonal error of their history), times sqrt(step)."""
         from autogluon.timeseries.metrics.utils import in_sample_squared_seasonal_error
         from scipy.stats import norm
 
         m = self.model
-        std = m._residuals_std_per_item.reindex(uniq).to_numpy(dtype=np.float64)
+        std = m._residuals_std_per_item.reindex(ids).to_numpy(dtype=np.float64)
         unseen = np.isnan(std)
         if unseen.any():
-            # Only the unseen items' (filled) history, in order.
+            # Only the unseen items' (filled) history, in order; item ids are unique per call.
             rows_unseen = valid & unseen[:, None]
-            idx = pd.Index(np.repeat(uniq, rows_unseen.sum(axis=1)), name=ITEM)
+            idx = pd.Index(np.repeat(ids, rows_unseen.sum(axis=1)), name="item_id")
             y_past = pd.Series(hist[rows_unseen], index=idx)
             err = in_sample_squared_seasonal_error(y_past=y_past).pow(0.5)
-            std[unseen] = err.reindex(uniq[unseen]).to_numpy(dtype=np.float64)
+            std[unseen] = err.reindex(ids[unseen]).to_numpy(dtype=np.float64)
         h = self.horizon
         spread = std[:, None] * np.sqrt(np.arange(1, h + 1))[None, :]
-        steps = np.arange(1, h + 1) * self.step.to_timedelta64()
-        out = pd.DataFrame(
-            {
-                ITEM: np.repeat(uniq, h),
-                TS: (last_ts[:, None] + steps[None, :]).ravel(),
-                "mean": mean.ravel(),
-            }
-        )
-        for q in m.quantile_levels:
-            out[str(q)] = (mean + norm.ppf(q) * spread).ravel()
-        return out
+        return {float(q): mean + norm.ppf(q) * spread for q in m.quantile_levels}

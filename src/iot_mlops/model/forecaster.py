@@ -1,41 +1,30 @@
-"""The forecaster the detector uses, and the data preparation shared with training.
+"""The forecaster the detector uses.
 
 ``Forecaster`` is the contract between training and the detector: it wraps a trained AutoGluon
 predictor with the metadata that was versioned with it (frequency, horizon, context length,
-quantile levels and the calibrated anomaly threshold). ``forecast`` takes a long context frame
-(item_id, timestamp, target) and returns, per item, ``prediction_length`` rows with ``mean`` and
-one column per quantile (``"0.01"``, ...), timestamps continuing the item's grid.
+quantile levels and the calibrated anomaly threshold). ``forecast`` takes a ``ContextBatch``
+(ids, last grid times, a values matrix) and returns a ``ForecastBatch`` (start times, mean and
+one matrix per quantile level), ``prediction_length`` steps continuing each series' grid
+(``iot_mlops.model.batch``). This module is the AutoGluon adapter: the long frames AutoGluon
+takes are built and read here and nowhere else on the forecasting path.
 
-The data helpers here turn readings (the parquet written by ``collect``/``simulate``) into a
-regular grid per series, so the frequency the model was trained on is the one the detector
-aligns readings to.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from iot_mlops.errors import ConfigError
-from iot_mlops.events import series_id
+from iot_mlops.model.batch import ContextBatch, ForecastBatch, sorted_quantiles, step_ms
 from iot_mlops.model.metadata import ModelMetadata
-from iot_mlops.model.pyfunc import ForecastModel, finish_forecast, prepare_context
+from iot_mlops.model.pyfunc import ForecastModel
 from iot_mlops.scoring.calibrate import Calibration
 
 log = logging.getLogger(__name__)
-
-# A series may miss this share of its grid points (regularised to NaN, which AutoGluon fills)
-# before we call the data broken rather than gappy.
-MAX_GAP_FRACTION = 0.25
-# The modal interval must account for at least this share of a series' steps; below it the
-# series has no single sampling interval.
-MIN_MODAL_SHARE = 0.5
 
 
 class Forecaster:
@@ -81,23 +70,32 @@ class Forecaster:
     def metrics(self) -> dict[str, float]:
         return dict(self.metadata.metrics)
 
-    def forecast(self, context: pd.DataFrame) -> pd.DataFrame:
-        """context: long frame (item_id, timestamp, target), tz-naive UTC or tz-aware, NaN for
-        gaps, on the ``freq`` grid. Returns item_id, timestamp, mean and the quantile columns,
-        ``prediction_length`` rows per item (timestamps tz-aware UTC when the input was)."""
-        if self._fast is None:
-            # The logged model's own code (which may predate this package's version).
-            return self._model.forecast(context)
-        df, tz_aware = prepare_context(context, self.context_length)
-        try:
-            out = self._fast(df)
-        except Exception as e:  # never let the optimisation take the detector down
-            log.warning(
-                "forecast fast path failed (%s: %s); using AutoGluon's", type(e).__name__, e
-            )
-            self._fast = None
-            return self._model.forecast(context)
-        return finish_forecast(out, tz_aware, self._model.metadata)
+    @property
+    def step_ms(self) -> int:
+        return step_ms(self.freq)
+
+    def forecast(self, batch: ContextBatch) -> ForecastBatch:
+        """The next ``prediction_length`` steps of every series in ``batch`` (rows in its
+        order), from at most its last ``context_length`` values; NaN values are gaps."""
+        batch = batch.tail(self.context_length)
+        if self._fast is not None:
+            try:
+                mean, quantiles = self._fast(batch)
+                return ForecastBatch(
+                    batch.ids, batch.last_ms + batch.step_ms, batch.step_ms, mean,
+                    sorted_quantiles(quantiles),
+                )  # fmt: skip
+            except Exception as e:  # never let the optimisation take the detector down
+                log.warning(
+                    "forecast fast path failed (%s: %s); using AutoGluon's", type(e).__name__, e
+                )
+                self._fast = None
+        return self.library_forecast(batch)
+
+    def library_forecast(self, batch: ContextBatch) -> ForecastBatch:
+        """The logged model's own code (which may predate this package's version) on the
+        long frame AutoGluon takes: the one place the forecast passes through pandas."""
+        return frame_to_forecast(self._model.forecast(context_to_frame(batch)), batch)
 
     def prepare(self, single_process: bool = True, warm_up: bool = True) -> Forecaster:
         """Make the predictor ready for the hot path: models kept in memory, no worker pools,
@@ -138,8 +136,8 @@ class Forecaster:
             return False
         check = self.check_contexts()
         # Together and alone: a call of short series only has a narrower matrix.
-        checks = [check, check[check["item_id"] == "check/short"]]
-        expected = [self._model.forecast(c) for c in checks]
+        checks = [check, check.select([check.ids.index("check/short")])]
+        expected = [self.library_forecast(c) for c in checks]
         self._fast = fast.forecast
         try:
             problem = None
@@ -154,50 +152,126 @@ class Forecaster:
         log.info("forecast fast path on (%s, verified against AutoGluon)", self._model.model_name)
         return True
 
-    def check_contexts(self) -> pd.DataFrame:
+    def check_contexts(self) -> ContextBatch:
         """Contexts that exercise the cases the fast path must get right."""
         rng = np.random.default_rng(0)
         base = self.example_context(n_items=3)
         n = self.context_length
-        parts = [base]
-        noisy = base[base["item_id"] == base["item_id"].iloc[0]].copy()
-        noisy["item_id"] = "check/noisy-gappy"
-        target = noisy["target"].to_numpy() * 10 + rng.normal(0, 3, n).cumsum()
-        target[[0, 5, n // 2, n // 2 + 1, n - 3]] = np.nan  # gaps, including the first point
-        noisy["target"] = target
-        short = noisy.tail(max(8, n // 5)).copy()
-        short["item_id"] = "check/short"
-        short["target"] = rng.normal(1000.0, 50.0, len(short))
-        flat = noisy.copy()
-        flat["item_id"] = "check/constant"
-        flat["target"] = 7.0
-        parts += [noisy, short, flat]
-        return pd.concat(parts, ignore_index=True)
+        noisy = base.row(0) * 10 + rng.normal(0, 3, n).cumsum()
+        noisy[[0, 5, n // 2, n // 2 + 1, n - 3]] = np.nan  # gaps, including the first point
+        short = rng.normal(1000.0, 50.0, max(8, n // 5))
+        rows = [base.row(i) for i in range(len(base))] + [noisy, short, np.full(n, 7.0)]
+        ids = [*base.ids, "check/noisy-gappy", "check/short", "check/constant"]
+        last = np.full(len(rows), base.last_ms[0])
+        return ContextBatch.from_rows(ids, last, rows, base.step_ms)
 
-    def example_context(self, n_items: int = 2, start: str = "2026-01-01") -> pd.DataFrame:
+    def example_context(self, n_items: int = 2, start: str = "2026-01-01") -> ContextBatch:
         """A small synthetic context on this model's grid (warm-up and input examples)."""
-        n = self.context_length
-        return example_context(self.freq, n, n_items=n_items, start=start)
+        frame = example_context(self.freq, self.context_length, n_items=n_items, start=start)
+        return frame_to_context(frame, self.freq)
 
 
-def _forecast_mismatch(expected: pd.DataFrame, got: pd.DataFrame) -> str | None:
-    """Why two forecasts differ (same items, steps and columns, values within 1e-6 of the
+def _forecast_mismatch(expected: ForecastBatch, got: ForecastBatch) -> str | None:
+    """Why two forecasts differ (same items, steps and quantiles, values within 1e-6 of the
     series' scale), or None."""
-    key = ["item_id", "timestamp"]
-    a = expected.sort_values(key).reset_index(drop=True)
-    b = got.sort_values(key).reset_index(drop=True)
-    if len(a) != len(b) or not (a[key].to_numpy() == b[key].to_numpy()).all():
-        return "different items or timestamps"
-    cols = [c for c in a.columns if c not in key]
-    if missing := [c for c in cols if c not in b.columns]:
-        return f"missing columns {missing}"
-    x, y = a[cols].to_numpy(dtype=float), b[cols].to_numpy(dtype=float)
-    tol = 1e-6 * np.maximum(1.0, np.abs(x))
-    bad = ~(np.abs(x - y) <= tol)
-    if bad.any():
-        i, j = np.argwhere(bad)[0]
-        return f"{cols[j]} of {a['item_id'][i]}: {x[i, j]!r} vs {y[i, j]!r}"
+    if expected.ids != got.ids or not np.array_equal(expected.start_ms, got.start_ms):
+        return "different items or start times"
+    if sorted(expected.quantiles) != sorted(got.quantiles):
+        return f"quantiles {sorted(got.quantiles)}, expected {sorted(expected.quantiles)}"
+    pairs = [("mean", expected.mean, got.mean)] + [
+        (str(q), m, got.quantile(q)) for q, m in expected.quantiles.items()
+    ]
+    for name, x, y in pairs:
+        if x.shape != y.shape:
+            return f"{name}: shape {y.shape}, expected {x.shape}"
+        bad = ~(np.abs(x - y) <= 1e-6 * np.maximum(1.0, np.abs(x)))
+        if bad.any():
+            i, j = np.argwhere(bad)[0]
+            return f"{name} of {expected.ids[i]}: {x[i, j]!r} vs {y[i, j]!r}"
     return None
+
+
+def context_to_frame(batch: ContextBatch) -> pd.DataFrame:
+    """The long frame (item_id, timestamp naive UTC, target) AutoGluon takes."""
+    lengths = batch.lengths
+    rows = np.repeat(np.arange(len(batch)), lengths)
+    j = np.arange(len(rows)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    cols = batch.width - lengths[rows] + j
+    stamps = batch.last_ms[rows] - (lengths[rows] - 1 - j) * batch.step_ms
+    return pd.DataFrame(
+        {
+            "item_id": np.repeat(np.asarray(batch.ids, dtype=object), lengths),
+            "timestamp": pd.to_datetime(stamps, unit="ms"),
+            "target": batch.values[rows, cols],
+        }
+    )
+
+
+def frame_to_context(frame: pd.DataFrame, freq: str) -> ContextBatch:
+    """A long context frame (item_id, timestamp naive or tz-aware, target; every item on the
+    ``freq`` grid without missing rows) as a batch, items in order of first appearance."""
+    ts = pd.to_datetime(frame["timestamp"])
+    if isinstance(ts.dtype, pd.DatetimeTZDtype):
+        ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
+    df = pd.DataFrame(
+        {"item_id": frame["item_id"].astype(str).to_numpy(), "ms": ts.to_numpy()}
+    ).assign(target=pd.to_numeric(frame["target"], errors="coerce").to_numpy(dtype=np.float64))
+    df["ms"] = df["ms"].to_numpy().astype("datetime64[ms]").astype(np.int64)
+    ids = list(dict.fromkeys(df["item_id"]))
+    groups = {k: g.sort_values("ms", kind="stable") for k, g in df.groupby("item_id", sort=False)}
+    step = step_ms(freq)
+    for k, g in groups.items():
+        if (np.diff(g["ms"].to_numpy()) != step).any():
+            raise ValueError(f"context of {k!r} is not on the {freq} grid without missing rows")
+    last = [int(groups[k]["ms"].iloc[-1]) for k in ids]
+    return ContextBatch.from_rows(ids, last, [groups[k]["target"].to_numpy() for k in ids], step)
+
+
+def frame_to_forecast(out: pd.DataFrame, batch: ContextBatch) -> ForecastBatch:
+    """The predictor's long output (item_id, timestamp, mean, one column per quantile) as
+    matrices in the batch's row order."""
+    out = out.sort_values(["item_id", "timestamp"], kind="stable")
+    items = out["item_id"].astype(str).to_numpy()
+    uniq, first, counts = np.unique(items, return_index=True, return_counts=True)
+    where = dict(zip(uniq.tolist(), first.tolist(), strict=True))
+    horizon = int(counts.min()) if len(counts) else 0
+    if missing := [k for k in batch.ids if k not in where]:
+        raise RuntimeError(f"model returned no forecast for series {missing[0]!r}")
+    if len(counts) and (counts != horizon).any():
+        raise RuntimeError("model returned forecasts of different lengths")
+    idx = np.array([where[k] for k in batch.ids], dtype=np.int64)[:, None] + np.arange(horizon)
+    levels = [c for c in out.columns if _is_level(c)]
+    return ForecastBatch(
+        batch.ids,
+        batch.last_ms + batch.step_ms,
+        batch.step_ms,
+        out["mean"].to_numpy(dtype=np.float64)[idx],
+        {float(c): out[c].to_numpy(dtype=np.float64)[idx] for c in levels},
+    )
+
+
+def forecast_to_frame(fc: ForecastBatch) -> pd.DataFrame:
+    """A forecast as the long frame the predictor returns (item_id, timestamp naive UTC, mean,
+    one column per quantile), for people and plots rather than the hot path."""
+    h = fc.horizon
+    stamps = fc.start_ms[:, None] + np.arange(h, dtype=np.int64)[None, :] * fc.step_ms
+    out = pd.DataFrame(
+        {
+            "item_id": np.repeat(np.asarray(fc.ids, dtype=object), h),
+            "timestamp": pd.to_datetime(stamps.ravel(), unit="ms"),
+            "mean": fc.mean.ravel(),
+        }
+    )
+    for q in sorted(fc.quantiles):
+        out[str(q)] = fc.quantiles[q].ravel()
+    return out
+
+
+def _is_level(column: object) -> bool:
+    try:
+        return 0.0 < float(str(column)) < 1.0
+    except ValueError:
+        return False
 
 
 def _force_single_process(predictor: Any) -> None:
@@ -228,175 +302,3 @@ def example_context(freq: str, n: int, n_items: int = 2, start: str = "2026-01-0
             )
         )
     return pd.concat(rows, ignore_index=True)
-
-
-# --- data preparation -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PreparedData:
-    """Readings on a regular grid: one row per (item_id, timestamp), NaN where missing."""
-
-    frame: pd.DataFrame  # item_id, timestamp (tz-naive UTC), target, is_anomaly (bool)
-    freq: str
-    step: pd.Timedelta
-    n_raw_rows: int
-    n_gaps: int
-    dropped_items: tuple[str, ...] = ()
-
-
-REQUIRED_COLUMNS = ("device_id", "metric_name", "metric_value", "timestamp")
-
-
-def freq_alias(step: pd.Timedelta) -> str:
-    """Pandas offset alias for a fixed step, lower case for s/min/h (``60s`` → ``min``)."""
-    return pd.tseries.frequencies.to_offset(step).freqstr
-
-
-def to_long(readings: pd.DataFrame) -> pd.DataFrame:
-    """Readings (device_id, metric_name, metric_value, timestamp[, is_anomaly]) → item_id,
-    timestamp (tz-naive UTC), target, is_anomaly."""
-    missing = [c for c in REQUIRED_COLUMNS if c not in readings.columns]
-    if missing:
-        raise ConfigError(
-            f"the data lacks columns {missing}; expected {list(REQUIRED_COLUMNS)}",
-            fix="produce it with `iot-mlops collect --out PATH` or "
-            "`iot-mlops simulate --hours 24 --parquet PATH`",
-        )
-    ts = pd.to_datetime(readings["timestamp"], utc=True, errors="coerce")
-    out = pd.DataFrame(
-        {
-            "item_id": [
-                series_id(d, m)
-                for d, m in zip(readings["device_id"], readings["metric_name"], strict=True)
-            ],
-            "timestamp": ts.dt.tz_localize(None),
-            "target": pd.to_numeric(readings["metric_value"], errors="coerce").astype("float64"),
-            "is_anomaly": (
-                readings["is_anomaly"].fillna(False).astype(bool).to_numpy()
-                if "is_anomaly" in readings.columns
-                else False
-            ),
-        }
-    )
-    out = out[out["timestamp"].notna()]
-    out.loc[~np.isfinite(out["target"]), "target"] = np.nan
-    return out
-
-
-def infer_step(long: pd.DataFrame) -> pd.Timedelta:
-    """The sampling interval shared by all series; a mix of intervals is an error."""
-    steps: dict[str, pd.Timedelta] = {}
-    for item, g in long.groupby("item_id", sort=False):
-        d = g["timestamp"].sort_values().diff().dropna()
-        d = d[d > pd.Timedelta(0)]
-        if d.empty:
-            continue
-        counts = d.value_counts()
-        mode = counts.index[0]
-        if counts.iloc[0] / len(d) < MIN_MODAL_SHARE:
-            top = ", ".join(str(x) for x in counts.index[:3])
-            raise ConfigError(
-                f"series {item!r} has no regular sampling interval (most common steps: {top})",
-                fix="resample the data to one interval per series before training",
-            )
-        steps[str(item)] = mode
-    if not steps:
-        raise ConfigError("no series has two or more readings: cannot infer a frequency")
-    distinct = sorted(set(steps.values()))
-    if len(distinct) > 1:
-        examples = []
-        for s in distinct[:3]:
-            item = next(i for i, v in steps.items() if v == s)
-            examples.append(f"{item}: {s}")
-        raise ConfigError(
-            f"series are sampled at different intervals ({'; '.join(examples)})",
-            fix="train one model per sampling interval, or resample the data to one interval",
-        )
-    return distinct[0]
-
-
-def regularise(long: pd.DataFrame, step: pd.Timedelta) -> tuple[pd.DataFrame, int]:
-    """Snap each series onto its grid (first timestamp + k·step), one row per grid point,
-    NaN where a reading is missing. Duplicates keep the last reading. Returns (frame, gaps)."""
-    parts = []
-    gaps = 0
-    for item, g in long.groupby("item_id", sort=True):
-        g = g.sort_values("timestamp", kind="stable")
-        t0 = g["timestamp"].iloc[0]
-        k = np.rint((g["timestamp"] - t0) / step).astype("int64")
-        g = g.assign(_k=k.to_numpy()).drop_duplicates("_k", keep="last")
-        n = int(g["_k"].max()) + 1
-        target = np.full(n, np.nan)
-        label = np.zeros(n, dtype=bool)
-        target[g["_k"].to_numpy()] = g["target"].to_numpy()
-        label[g["_k"].to_numpy()] = g["is_anomaly"].to_numpy(dtype=bool)
-        missing = n - len(g)
-        if n > 1 and missing / n > MAX_GAP_FRACTION:
-            raise ConfigError(
-                f"series {item!r} misses {missing} of its {n} points at {step} "
-                f"({missing / n:.0%}): too gappy to train on",
-                fix="collect a longer, continuous stretch of data",
-            )
-        gaps += missing
-        parts.append(
-            pd.DataFrame(
-                {
-                    "item_id": item,
-                    "timestamp": t0 + step * np.arange(n),
-                    "target": target,
-                    "is_anomaly": label,
-                }
-            )
-        )
-    return pd.concat(parts, ignore_index=True), gaps
-
-
-def prepare(readings: pd.DataFrame) -> PreparedData:
-    if readings.empty:
-        raise ConfigError("the training data has no rows", fix="collect or simulate data first")
-    long = to_long(readings)
-    if long.empty:
-        raise ConfigError("the training data has no rows with a valid timestamp")
-    step = infer_step(long)
-    frame, gaps = regularise(long, step)
-    return PreparedData(
-        frame=frame, freq=freq_alias(step), step=step, n_raw_rows=len(readings), n_gaps=gaps
-    )
-
-
-def min_series_length(prediction_length: int, holdout_fraction: float) -> int:
-    """Shortest series we can both fit (AutoGluon needs > 2·H points for one validation
-    window plus some training rows) and evaluate (a holdout of at least one horizon)."""
-    min_train = 3 * prediction_length + 2
-    # holdout = max(ceil(n·f), H) and train = n - holdout must reach min_train.
-    n = min_train + prediction_length
-    while n - max(math.ceil(n * holdout_fraction), prediction_length) < min_train:
-        n += 1
-    return n
-
-
-# --- accuracy metrics (numpy; clean points only) ----------------------------------------------
-
-
-def mase_scale(history: np.ndarray) -> float:
-    """Mean absolute one-step naive error on the training part: MASE's denominator. Lag 1,
-    because seasonal lags (1440 for minute data) are longer than many training series."""
-    h = history[np.isfinite(history)]
-    if len(h) < 2:
-        return float("nan")
-    d = np.abs(np.diff(h))
-    s = float(d.mean())
-    return s if s > 0 else float("nan")
-
-
-def wql(actual: np.ndarray, quantiles: dict[float, np.ndarray]) -> float:
-    """Weighted quantile loss (AutoGluon's WQL): 2·Σ pinball / Σ|y|, averaged over levels."""
-    denom = float(np.abs(actual).sum())
-    if denom == 0 or len(actual) == 0:
-        return float("nan")
-    losses = []
-    for q, pred in quantiles.items():
-        diff = actual - pred
-        losses.append(2.0 * float(np.maximum(q * diff, (q - 1) * diff).sum()) / denom)
-    return float(np.mean(losses))

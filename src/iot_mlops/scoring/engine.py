@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-import pandas as pd
 
 from iot_mlops.events import Reading
+from iot_mlops.model.batch import ContextBatch, ForecastBatch, step_ms
 from iot_mlops.scoring.calibrate import Calibration
 from iot_mlops.scoring.channels import ChannelConfig
 from iot_mlops.scoring.device import DeviceDecision, DeviceState
@@ -40,19 +40,31 @@ class ForecasterLike(Protocol):
     context_length: int
     calibration: Calibration
 
-    def forecast(self, context: pd.DataFrame) -> pd.DataFrame: ...
+    def forecast(self, context: ContextBatch) -> ForecastBatch: ...
+
+
+class Point(Protocol):
+    """What the engine reads of a reading (``iot_mlops.events.Reading`` is one; training's
+    replay has its own)."""
+
+    @property
+    def series_id(self) -> str: ...
+    @property
+    def device_id(self) -> str: ...
+    @property
+    def metric_name(self) -> str: ...
+    @property
+    def metric_value(self) -> float: ...
+    @property
+    def timestamp_ms(self) -> int: ...
 
 
 @dataclass(frozen=True)
 class Result:
-    reading: Reading
+    reading: Reading | Point
     outcome: Outcome
     scored: Scored | None = None
     device: DeviceDecision | None = None  # a device-level decision this reading completed
-
-
-def freq_to_ms(freq: str) -> int:
-    return int(pd.Timedelta(pd.tseries.frequencies.to_offset(freq)).total_seconds() * 1000)
 
 
 class Engine:
@@ -80,7 +92,7 @@ class Engine:
         """Swap the model between batches. Cached forecasts came from the old model, so they
         are dropped: every series refreshes with the new one at its next reading."""
         self.model = model
-        self.step_ms = freq_to_ms(model.freq)
+        self.step_ms = step_ms(model.freq)
         self.horizon = model.prediction_length
         self.calibration = model.calibration
         self.rules = Rules(
@@ -134,7 +146,7 @@ class Engine:
         st.forecast = None
 
     def process(
-        self, readings: Sequence[Reading], keys: Sequence[str] | None = None
+        self, readings: Sequence[Reading | Point], keys: Sequence[str] | None = None
     ) -> list[Result]:
         """Score a batch; one result per reading, in input order. ``keys`` overrides the
         series key of each reading (default ``reading.series_id``)."""
@@ -157,7 +169,7 @@ class Engine:
         key: str,
         queues: dict[str, list[int]],
         cursor: dict[str, int],
-        readings: Sequence[Reading],
+        readings: Sequence[Reading | Point],
         results: list[Result | None],
     ) -> bool:
         """Score ``key``'s readings from its cursor on; False when it needs a forecast first."""
@@ -200,49 +212,32 @@ class Engine:
 
     def _refresh(self, keys: list[str]) -> None:
         """One model call for every series in ``keys``."""
-        starts, item_ids, stamps, targets = [], [], [], []
+        rows, last = [], []
         for key in keys:
             first_ms, vals = self.series[key].context()
-            n = len(vals)
-            item_ids.append(np.full(n, key, dtype=object))
-            stamps.append(first_ms + np.arange(n, dtype=np.int64) * self.step_ms)
-            targets.append(vals)
-            starts.append(first_ms + n * self.step_ms)
-        context = pd.DataFrame(
-            {
-                "item_id": np.concatenate(item_ids),
-                "timestamp": pd.to_datetime(np.concatenate(stamps), unit="ms"),
-                "target": np.concatenate(targets),
-            }
-        )
+            rows.append(vals)
+            last.append(first_ms + (len(vals) - 1) * self.step_ms)
+        context = ContextBatch.from_rows(keys, last, rows, self.step_ms)
         t0 = time.perf_counter()
         fc = self.model.forecast(context)
         self.on_model_call(len(keys), time.perf_counter() - t0)
+        if fc.ids != context.ids:
+            raise RuntimeError("model returned forecasts for other series or in another order")
         cal = self.calibration
-        # Column arrays once, then slices per item: per-item pandas indexing costs more than
-        # the model call itself at 1,000 series.
-        fc = fc.sort_values(["item_id", "timestamp"], kind="stable")
-        items = fc["item_id"].to_numpy()
-        median_col = "0.5" if "0.5" in fc.columns else "mean"
-        median = fc[median_col].to_numpy(dtype=np.float64)
-        lower = fc[cal.lower_column].to_numpy(dtype=np.float64)
-        upper = fc[cal.upper_column].to_numpy(dtype=np.float64)
-        uniq, first, counts = np.unique(items, return_index=True, return_counts=True)
-        where = {k: (int(f), int(c)) for k, f, c in zip(uniq.tolist(), first, counts, strict=True)}
+        median, lower, upper = (
+            fc.median, fc.quantile(cal.lower_quantile), fc.quantile(cal.upper_quantile)
+        )  # fmt: skip
         block = self.horizon * self.step_ms
         version = self.version
-        for key, start in zip(keys, starts, strict=True):
-            if key not in where:
-                raise RuntimeError(f"model returned no forecast for series {key!r}")
-            f, c = where[key]
+        for i, key in enumerate(keys):
+            start = int(fc.start_ms[i])
             # Usable up to the end of the current absolute block (see module docstring).
-            usable = max(1, min(c, (block - start % block) // self.step_ms))
-            sl = slice(f, f + usable)
+            usable = max(1, min(fc.horizon, (block - start % block) // self.step_ms))
             self.series[key].forecast = Forecast(
                 start_ms=start,
                 step_ms=self.step_ms,
-                median=median[sl].tolist(),
-                lower=lower[sl].tolist(),
-                upper=upper[sl].tolist(),
+                median=median[i, :usable].tolist(),
+                lower=lower[i, :usable].tolist(),
+                upper=upper[i, :usable].tolist(),
                 model_version=version,
             )

@@ -9,10 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from iot_mlops.errors import ModelError
-from iot_mlops.model.pyfunc import ForecastModel
+from iot_mlops.model.batch import ContextBatch, ForecastBatch
+from iot_mlops.model.forecaster import Forecaster
 from iot_mlops.training.split import SplitSeries
 
 # Rolling windows evaluated on the holdout at most; beyond, windows are strided evenly.
@@ -37,7 +37,7 @@ def windows(series: list[SplitSeries], prediction_length: int, max_windows: int)
 
 
 def backtest(
-    model: ForecastModel,
+    model: Forecaster,
     series: list[SplitSeries],
     prediction_length: int,
     context_length: int,
@@ -50,14 +50,16 @@ def backtest(
 
     ``hide_labels``: labelled points are NaN in the context (clean-accuracy pass); otherwise
     only the fit part's labelled points are (the masked training target)."""
-    levels = [float(q) for q in model.metadata["quantile_levels"]]
+    levels = [float(q) for q in model.quantile_levels]
     ctx = {s.item_id: _context_values(s, hide_labels) for s in series}
     bt = Backtest(
         mean={s.item_id: np.full(s.n, np.nan) for s in series},
         quantiles={s.item_id: {q: np.full(s.n, np.nan) for q in levels} for s in series},
     )
     for k in windows(series, prediction_length, max_windows):
-        context, positions = _window_context(series, ctx, k, prediction_length, context_length)
+        context, positions = _window_context(
+            series, ctx, k, context_length, prediction_length, model.step_ms
+        )
         if context is None:
             continue
         t0 = time.perf_counter()
@@ -90,40 +92,35 @@ def _window_context(
     series: list[SplitSeries],
     ctx: dict[str, np.ndarray],
     k: int,
-    prediction_length: int,
     context_length: int,
-) -> tuple[pd.DataFrame | None, dict[str, int]]:
-    """The long context frame of window ``k`` and where each series' forecast starts."""
-    parts, positions = [], {}
+    prediction_length: int,
+    step_ms: int,
+) -> tuple[ContextBatch | None, list[int]]:
+    """The context of window ``k`` and where each of its series' forecast starts."""
+    ids, last, rows, positions = [], [], [], []
     for s in series:
         pos = s.start + k * prediction_length
-        if pos >= s.n:
+        if pos >= s.n or pos == 0:
             continue
         lo = max(0, pos - context_length)
-        positions[s.item_id] = pos
-        parts.append(
-            pd.DataFrame(
-                {
-                    "item_id": s.item_id,
-                    "timestamp": s.timestamps[lo:pos],
-                    "target": ctx[s.item_id][lo:pos],
-                }
-            )
-        )
-    return (pd.concat(parts, ignore_index=True) if parts else None), positions
+        ids.append(s.item_id)
+        last.append(int(s.timestamps[pos - 1].value // 1_000_000))
+        rows.append(ctx[s.item_id][lo:pos])
+        positions.append(pos)
+    if not ids:
+        return None, []
+    return ContextBatch.from_rows(ids, last, rows, step_ms), positions
 
 
 def _store(
     bt: Backtest,
-    fc: pd.DataFrame,
-    positions: dict[str, int],
+    fc: ForecastBatch,
+    positions: list[int],
     prediction_length: int,
     levels: list[float],
 ) -> None:
-    for item, block in fc.groupby("item_id", sort=False):
-        item = str(item)
-        pos = positions[item]
-        m = min(prediction_length, len(bt.mean[item]) - pos, len(block))
-        bt.mean[item][pos : pos + m] = block["mean"].to_numpy()[:m]
+    for i, (item, pos) in enumerate(zip(fc.ids, positions, strict=True)):
+        m = min(prediction_length, len(bt.mean[item]) - pos, fc.horizon)
+        bt.mean[item][pos : pos + m] = fc.mean[i, :m]
         for q in levels:
-            bt.quantiles[item][q][pos : pos + m] = block[str(q)].to_numpy()[:m]
+            bt.quantiles[item][q][pos : pos + m] = fc.quantile(q)[i, :m]

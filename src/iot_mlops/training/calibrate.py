@@ -20,13 +20,13 @@ import numpy as np
 
 from iot_mlops.config import Settings
 from iot_mlops.errors import ModelError
-from iot_mlops.model.forecaster import Forecaster, mase_scale, wql
+from iot_mlops.model.forecaster import Forecaster
 from iot_mlops.model.pyfunc import ForecastModel
 from iot_mlops.progress import Reporter
 from iot_mlops.scoring.calibrate import Calibration, calibrate
 from iot_mlops.scoring.rules import engine_options
 from iot_mlops.training.backtest import MAX_BACKTEST_WINDOWS, Backtest, backtest, windows
-from iot_mlops.training.metrics import confusion
+from iot_mlops.training.metrics import confusion, mase_scale, wql
 from iot_mlops.training.replay import ReplayResult, ReplaySeries, replay
 from iot_mlops.training.split import SplitSeries, segments
 
@@ -44,14 +44,6 @@ def evaluate_holdout(
 ) -> Evaluation:
     pl, cl = settings.prediction_length, settings.context_length
     levels = sorted(float(q) for q in settings.quantile_levels)
-    n_win = len(windows(series, pl, MAX_BACKTEST_WINDOWS))
-    with reporter.phase("backtest on the holdout (clean context)", total=n_win):
-        clean = backtest(model, series, pl, cl, hide_labels=True, on_window=reporter.advance)
-    metrics = accuracy(clean, series, levels)
-    metrics["backtest_windows"] = float(clean.n_windows)
-    metrics["predict_seconds_per_window"] = clean.predict_seconds / max(clean.n_windows, 1)
-
-    rseries = replay_series(series)
     # The model has no calibration yet (this pass computes it): the engine reads the interval
     # of the quantiles the calibration will use, and replay never fires while collecting.
     engine_model = Forecaster(
@@ -59,6 +51,14 @@ def evaluate_holdout(
         calibration=Calibration(levels[0], levels[-1]),
     )  # fmt: skip
     engine_model.enable_fast_path()  # the detector's path, and a faster calibration
+    n_win = len(windows(series, pl, MAX_BACKTEST_WINDOWS))
+    with reporter.phase("backtest on the holdout (clean context)", total=n_win):
+        clean = backtest(engine_model, series, pl, cl, hide_labels=True, on_window=reporter.advance)
+    metrics = accuracy(clean, series, levels)
+    metrics["backtest_windows"] = float(clean.n_windows)
+    metrics["predict_seconds_per_window"] = clean.predict_seconds / max(clean.n_windows, 1)
+
+    rseries = replay_series(series)
     options = engine_options(settings)
     n_blocks = _n_blocks(series, pl)
     with reporter.phase("calibrate: clean holdout through the detector's engine", total=n_blocks):

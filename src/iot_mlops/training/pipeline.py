@@ -26,8 +26,8 @@ from typing import Any
 import pandas as pd
 
 from iot_mlops.config import Settings
+from iot_mlops.data.grid import PreparedData, prepare
 from iot_mlops.errors import ConfigError
-from iot_mlops.model.forecaster import PreparedData, prepare
 from iot_mlops.model.metadata import ModelMetadata
 from iot_mlops.model.pyfunc import ForecastModel
 from iot_mlops.progress import Reporter
@@ -37,7 +37,7 @@ from iot_mlops.training.fit import fit_predictor, parse_models
 from iot_mlops.training.log import log_and_register
 from iot_mlops.training.split import SplitSeries, data_hash, fit_frame, read_parquet, split_series
 
-__all__ = ["Reporter", "TrainResult", "parse_models", "train"]
+__all__ = ["TrainResult", "train"]
 
 
 @dataclass

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from iot_mlops.events import Reading
 from iot_mlops.scoring.calibrate import MAX_THRESHOLD, Calibration
 from iot_mlops.scoring.engine import Engine, ForecasterLike
 
@@ -26,6 +25,21 @@ class ReplaySeries:
     values: np.ndarray
     labels: np.ndarray  # bool
     start: int  # index where scoring starts; everything before is context
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayPoint:
+    """One point of a replayed series, as the engine reads it: each series is its own
+    device, so no device-level aggregation mixes series that only share a replay."""
+
+    series_id: str
+    metric_value: float
+    timestamp_ms: int
+    metric_name: str = ""
+
+    @property
+    def device_id(self) -> str:
+        return self.series_id
 
 
 @dataclass
@@ -81,11 +95,10 @@ def replay(
     step = eng.step_ms * eng.horizon
     # One engine call per forecast block keeps every series' refresh in one model call.
     for chunk in _blocks(events, step):
-        readings = [
-            Reading(series[si].key, "replay", "", float(series[si].values[i]), ts)
-            for ts, si, i in chunk
+        points = [
+            ReplayPoint(series[si].key, float(series[si].values[i]), ts) for ts, si, i in chunk
         ]
-        results = eng.process(readings, keys=[series[si].key for _, si, _ in chunk])
+        results = eng.process(points)
         for (_ts, si, i), res in zip(chunk, results, strict=True):
             sc = res.scored
             if sc is None:

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from iot_mlops.data.grid import PreparedData, min_series_length
 from iot_mlops.errors import ConfigError
-from iot_mlops.model.forecaster import PreparedData, min_series_length
 
 
 def read_parquet(path: Path) -> pd.DataFrame:
