@@ -275,19 +275,28 @@ def test_dashboard_panels_are_valid_and_bound_to_the_provisioned_datasource() ->
     ids = [p["id"] for p in d["panels"]]
     assert len(ids) == len(set(ids)), "duplicate panel ids"
     cells: set[tuple[int, int]] = set()
+    rows = 0
     for p in d["panels"]:
-        assert p["type"] in ALLOWED_PANEL_TYPES, f"invalid panel type {p['type']!r}"
-        assert p["datasource"] == {"type": "prometheus", "uid": uid}, p["title"]
-        assert p["targets"], p["title"]
-        for t in p["targets"]:
-            assert t["datasource"]["uid"] == uid and t["expr"].strip(), p["title"]
         g = p["gridPos"]
-        assert g["x"] + g["w"] <= 24, p["title"]
         mine = {
             (x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])
         }
         assert not cells & mine, f"panel {p['title']!r} overlaps another"
         cells |= mine
+        if p["type"] == "row":
+            # An open row heading: a collapsed row would hide its panels from these checks.
+            assert (g["x"], g["w"], g["h"]) == (0, 24, 1), p["title"]
+            assert not p["collapsed"] and not p.get("panels") and "targets" not in p, p["title"]
+            rows += 1
+            continue
+        assert p["type"] in ALLOWED_PANEL_TYPES, f"invalid panel type {p['type']!r}"
+        assert p["datasource"] == {"type": "prometheus", "uid": uid}, p["title"]
+        assert p["targets"], p["title"]
+        for t in p["targets"]:
+            assert t["datasource"]["uid"] == uid and t["expr"].strip(), p["title"]
+        assert g["x"] + g["w"] <= 24, p["title"]
+    assert rows and d["panels"][0]["type"] == "row", "the panels are grouped under rows"
+    assert len(d["panels"]) - rows >= 22, "panels lost (the dashboard had 22)"
     for v in d["templating"]["list"]:
         assert v["datasource"]["uid"] == uid, v["name"]
 
@@ -298,8 +307,9 @@ def test_dashboard_series_panel_uses_variables_and_an_interval_band() -> None:
     variables = {v["name"]: v for v in d["templating"]["list"]}
     assert {"device_id", "metric_name"} <= set(variables)
     for name in ("device_id", "metric_name"):
-        assert "label_values(iot_series_actual_value" in variables[name]["definition"]
-        assert name in variables[name]["definition"]
+        # The SDK writes the query as a plain string (no separate "definition" field).
+        assert "label_values(iot_series_actual_value" in variables[name]["query"]
+        assert name in variables[name]["query"]
     (panel,) = [p for p in d["panels"] if p["title"].startswith("Actual vs predicted")]
     exprs = " ".join(t["expr"] for t in panel["targets"])
     assert '"$device_id"' in exprs and '"$metric_name"' in exprs
@@ -322,6 +332,8 @@ def test_importable_grafana_json_agrees_with_the_provisioned_dashboard() -> None
     rebound = json.loads(IMPORTABLE.read_text().replace("${DS_PROMETHEUS}", _datasource_uid()))
     for key in ("uid", "title", "panels", "templating", "schemaVersion"):
         assert rebound[key] == provisioned[key], key
+    kinds = {p["type"] for p in provisioned["panels"]} - {"row"}
+    assert {r["id"] for r in importable["__requires"] if r["type"] == "panel"} == kinds
 
 
 @pytest.mark.unit
