@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics import MetricWrapperBase
 
 from iot_mlops.config import Settings
 from iot_mlops.detector.metrics import DetectorMetrics
@@ -69,22 +71,35 @@ def _env(service: dict[str, Any]) -> dict[str, str]:
     return {str(k): "" if v is None else str(v) for k, v in env.items()}
 
 
+def _exported_labels() -> dict[str, set[str]]:
+    """Every sample the detector exports, by name, with its label names: DetectorMetrics on a
+    fresh registry, each labelled metric given one child so that its samples exist (a counter
+    `x` is exposed as `x_total`, a histogram as `x_bucket`, `x_sum`, `x_count`)."""
+    registry = CollectorRegistry()
+    metrics = DetectorMetrics(registry)
+    for metric in vars(metrics).values():
+        names = getattr(metric, "_labelnames", ())
+        if isinstance(metric, MetricWrapperBase) and names:
+            metric.labels(**dict.fromkeys(names, "probe"))
+    labels: dict[str, set[str]] = {}
+    for family in registry.collect():
+        for sample in family.samples:
+            labels.setdefault(sample.name, set()).update(sample.labels)
+    return labels
+
+
 def _exposed_samples() -> set[str]:
-    """Every sample name the detector's registry can expose (a counter `x` is `x_total`)."""
-    suffixes = {
-        "counter": ("_total", "_created"),
-        "histogram": ("_bucket", "_sum", "_count", "_created"),
-        "gauge": ("",),
-        "summary": ("", "_sum", "_count", "_created"),
-    }
-    names = set()
-    for family in DetectorMetrics().registry.collect():
-        names.update(family.name + s for s in suffixes[family.type])
-    return names
+    """Every sample name the detector's registry exposes."""
+    return set(_exported_labels())
 
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
 _IOT_NAME = re.compile(r"\biot_[a-z_]+\b")
+_SELECTOR = re.compile(r"\b(iot_[a-z_]+)\{([^}]*)\}")
+_MATCHER = re.compile(r"(\w+)\s*(?:=~|!~|!=|=)")
+_LABEL_VALUES = re.compile(r"label_values\((iot_[a-z_]+)(?:\{[^}]*\})?,\s*(\w+)\)")
+# Added by Prometheus to every scraped sample, not by the detector.
+_TARGET_LABELS = {"job", "instance"}
 
 
 def _metric_names(expr: str) -> set[str]:
@@ -218,6 +233,25 @@ def test_alert_and_dashboard_metrics_are_exported_by_the_detector() -> None:
         "iot_model_call_duration_seconds_bucket",
     ):
         assert name in used_dashboard, f"the dashboard does not show {name}"
+
+
+@pytest.mark.unit
+def test_dashboard_queries_name_only_exported_metrics_and_their_labels() -> None:
+    """Each PromQL expression of the dashboard (panel queries and variable queries) names only
+    samples the detector exports, and filters or lists only labels those samples carry (a
+    filter on a label a metric lacks silently matches nothing once a value is chosen)."""
+    exported = _exported_labels()
+    assert {"iot_readings_total", "iot_anomaly_score_bucket", "iot_consumer_lag"} <= set(exported)
+    exprs = _dashboard_exprs(_dashboard())
+    assert len(exprs) >= 30, len(exprs)
+    for expr in exprs:
+        unknown = _metric_names(expr) - set(exported)
+        assert not unknown, f"{expr}: not exported by the detector: {sorted(unknown)}"
+        for metric, matchers in _SELECTOR.findall(_STRING.sub('""', expr)):
+            used = set(_MATCHER.findall(matchers)) - _TARGET_LABELS
+            assert used <= exported[metric], f"{expr}: {metric} has no {used - exported[metric]}"
+        for metric, label in _LABEL_VALUES.findall(expr):
+            assert label in exported[metric], f"{expr}: {metric} has no label {label}"
 
 
 GRAFANA_VARS = {
