@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics import MetricWrapperBase
 
 from iot_mlops.config import Settings
 from iot_mlops.detector.metrics import DetectorMetrics
@@ -69,22 +71,35 @@ def _env(service: dict[str, Any]) -> dict[str, str]:
     return {str(k): "" if v is None else str(v) for k, v in env.items()}
 
 
+def _exported_labels() -> dict[str, set[str]]:
+    """Every sample the detector exports, by name, with its label names: DetectorMetrics on a
+    fresh registry, each labelled metric given one child so that its samples exist (a counter
+    `x` is exposed as `x_total`, a histogram as `x_bucket`, `x_sum`, `x_count`)."""
+    registry = CollectorRegistry()
+    metrics = DetectorMetrics(registry)
+    for metric in vars(metrics).values():
+        names = getattr(metric, "_labelnames", ())
+        if isinstance(metric, MetricWrapperBase) and names:
+            metric.labels(**dict.fromkeys(names, "probe"))
+    labels: dict[str, set[str]] = {}
+    for family in registry.collect():
+        for sample in family.samples:
+            labels.setdefault(sample.name, set()).update(sample.labels)
+    return labels
+
+
 def _exposed_samples() -> set[str]:
-    """Every sample name the detector's registry can expose (a counter `x` is `x_total`)."""
-    suffixes = {
-        "counter": ("_total", "_created"),
-        "histogram": ("_bucket", "_sum", "_count", "_created"),
-        "gauge": ("",),
-        "summary": ("", "_sum", "_count", "_created"),
-    }
-    names = set()
-    for family in DetectorMetrics().registry.collect():
-        names.update(family.name + s for s in suffixes[family.type])
-    return names
+    """Every sample name the detector's registry exposes."""
+    return set(_exported_labels())
 
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
 _IOT_NAME = re.compile(r"\biot_[a-z_]+\b")
+_SELECTOR = re.compile(r"\b(iot_[a-z_]+)\{([^}]*)\}")
+_MATCHER = re.compile(r"(\w+)\s*(?:=~|!~|!=|=)")
+_LABEL_VALUES = re.compile(r"label_values\((iot_[a-z_]+)(?:\{[^}]*\})?,\s*(\w+)\)")
+# Added by Prometheus to every scraped sample, not by the detector.
+_TARGET_LABELS = {"job", "instance"}
 
 
 def _metric_names(expr: str) -> set[str]:
@@ -220,6 +235,25 @@ def test_alert_and_dashboard_metrics_are_exported_by_the_detector() -> None:
         assert name in used_dashboard, f"the dashboard does not show {name}"
 
 
+@pytest.mark.unit
+def test_dashboard_queries_name_only_exported_metrics_and_their_labels() -> None:
+    """Each PromQL expression of the dashboard (panel queries and variable queries) names only
+    samples the detector exports, and filters or lists only labels those samples carry (a
+    filter on a label a metric lacks silently matches nothing once a value is chosen)."""
+    exported = _exported_labels()
+    assert {"iot_readings_total", "iot_anomaly_score_bucket", "iot_consumer_lag"} <= set(exported)
+    exprs = _dashboard_exprs(_dashboard())
+    assert len(exprs) >= 30, len(exprs)
+    for expr in exprs:
+        unknown = _metric_names(expr) - set(exported)
+        assert not unknown, f"{expr}: not exported by the detector: {sorted(unknown)}"
+        for metric, matchers in _SELECTOR.findall(_STRING.sub('""', expr)):
+            used = set(_MATCHER.findall(matchers)) - _TARGET_LABELS
+            assert used <= exported[metric], f"{expr}: {metric} has no {used - exported[metric]}"
+        for metric, label in _LABEL_VALUES.findall(expr):
+            assert label in exported[metric], f"{expr}: {metric} has no label {label}"
+
+
 GRAFANA_VARS = {
     "$__rate_interval": "1m",
     "$__range": "1h",
@@ -275,19 +309,28 @@ def test_dashboard_panels_are_valid_and_bound_to_the_provisioned_datasource() ->
     ids = [p["id"] for p in d["panels"]]
     assert len(ids) == len(set(ids)), "duplicate panel ids"
     cells: set[tuple[int, int]] = set()
+    rows = 0
     for p in d["panels"]:
-        assert p["type"] in ALLOWED_PANEL_TYPES, f"invalid panel type {p['type']!r}"
-        assert p["datasource"] == {"type": "prometheus", "uid": uid}, p["title"]
-        assert p["targets"], p["title"]
-        for t in p["targets"]:
-            assert t["datasource"]["uid"] == uid and t["expr"].strip(), p["title"]
         g = p["gridPos"]
-        assert g["x"] + g["w"] <= 24, p["title"]
         mine = {
             (x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])
         }
         assert not cells & mine, f"panel {p['title']!r} overlaps another"
         cells |= mine
+        if p["type"] == "row":
+            # An open row heading: a collapsed row would hide its panels from these checks.
+            assert (g["x"], g["w"], g["h"]) == (0, 24, 1), p["title"]
+            assert not p["collapsed"] and not p.get("panels") and "targets" not in p, p["title"]
+            rows += 1
+            continue
+        assert p["type"] in ALLOWED_PANEL_TYPES, f"invalid panel type {p['type']!r}"
+        assert p["datasource"] == {"type": "prometheus", "uid": uid}, p["title"]
+        assert p["targets"], p["title"]
+        for t in p["targets"]:
+            assert t["datasource"]["uid"] == uid and t["expr"].strip(), p["title"]
+        assert g["x"] + g["w"] <= 24, p["title"]
+    assert rows and d["panels"][0]["type"] == "row", "the panels are grouped under rows"
+    assert len(d["panels"]) - rows >= 22, "panels lost (the dashboard had 22)"
     for v in d["templating"]["list"]:
         assert v["datasource"]["uid"] == uid, v["name"]
 
@@ -298,8 +341,9 @@ def test_dashboard_series_panel_uses_variables_and_an_interval_band() -> None:
     variables = {v["name"]: v for v in d["templating"]["list"]}
     assert {"device_id", "metric_name"} <= set(variables)
     for name in ("device_id", "metric_name"):
-        assert "label_values(iot_series_actual_value" in variables[name]["definition"]
-        assert name in variables[name]["definition"]
+        # The SDK writes the query as a plain string (no separate "definition" field).
+        assert "label_values(iot_series_actual_value" in variables[name]["query"]
+        assert name in variables[name]["query"]
     (panel,) = [p for p in d["panels"] if p["title"].startswith("Actual vs predicted")]
     exprs = " ".join(t["expr"] for t in panel["targets"])
     assert '"$device_id"' in exprs and '"$metric_name"' in exprs
@@ -322,6 +366,8 @@ def test_importable_grafana_json_agrees_with_the_provisioned_dashboard() -> None
     rebound = json.loads(IMPORTABLE.read_text().replace("${DS_PROMETHEUS}", _datasource_uid()))
     for key in ("uid", "title", "panels", "templating", "schemaVersion"):
         assert rebound[key] == provisioned[key], key
+    kinds = {p["type"] for p in provisioned["panels"]} - {"row"}
+    assert {r["id"] for r in importable["__requires"] if r["type"] == "panel"} == kinds
 
 
 @pytest.mark.unit

@@ -5,6 +5,11 @@
 - grafana.json at the repo root: the same dashboard for a manual import (Dashboards → New →
   Import), its datasource an ``__inputs`` entry ``DS_PROMETHEUS`` chosen at import time.
 
+Built with Grafana's typed builders (``grafana-foundation-sdk``, a dev dependency) and written by
+the SDK's JSON encoder. The panels are data: ``SECTIONS`` lists each row's panels as ``Spec``
+values (title, queries, size, unit, thresholds, ...); one small function per panel kind turns a
+spec into the SDK's builder, and the SDK's dashboard builder places the panels row by row.
+
 Edit this file, then run ``.venv/bin/python deploy/grafana/build_dashboard.py``;
 tests/test_deploy.py fails when the committed JSON differs from what this writes.
 Every metric name used here must be one the detector exports (src/iot_mlops/detector/metrics.py).
@@ -12,10 +17,26 @@ Every metric name used here must be one the detector exports (src/iot_mlops/dete
 
 from __future__ import annotations
 
-import json
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from grafana_foundation_sdk.builders import common as cb
+from grafana_foundation_sdk.builders import heatmap, prometheus, stat, table, timeseries
+from grafana_foundation_sdk.builders.dashboard import (
+    Dashboard,
+    QueryVariable,
+    Row,
+    ThresholdsConfig,
+)
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common as cm
+from grafana_foundation_sdk.models import dashboard as dm
+from grafana_foundation_sdk.models import units
+from grafana_foundation_sdk.models.heatmap import HeatmapColorMode
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 ROOT = Path(__file__).resolve().parents[2]
 PROVISIONED = ROOT / "deploy/grafana/dashboards/iot-anomaly-detection.json"
@@ -29,481 +50,487 @@ RI = "$__rate_interval"
 DT = f'{JOB}, device_type=~"$device_type"'
 # The chosen series (dashboard variables).
 SERIES = f'{JOB}, device_id="$device_id", metric_name="$metric_name"'
+# anomaly_score is L / (L + L*) with L = -log p (src/iot_mlops/scoring/channels.py): exactly 0.5
+# where the evidence is as rare as target_false_alarm_rate, the onset of an episode.
+ONSET_SCORE = 0.5
+# The thresholds of the alert rules the panels show (deploy/prometheus/alerts.yml).
+LATENCY_ALERT_S = 5  # DetectionLatencyHigh: p99 above 5 s
+LAG_ALERT = 1000  # ConsumerLagGrowing: more than 1000 messages behind (and growing)
 
-Panel = dict[str, Any]
-
-
-def _target(expr: str, legend: str = "", ref: str = "A", **extra: Any) -> dict[str, Any]:
-    return {"refId": ref, "expr": expr, "legendFormat": legend, "range": True, **extra}
-
-
-def _panel(
-    ptype: str,
-    title: str,
-    targets: list[dict[str, Any]],
-    grid: tuple[int, int, int, int],
-    *,
-    description: str = "",
-    unit: str = "short",
-    options: dict[str, Any] | None = None,
-    custom: dict[str, Any] | None = None,
-    overrides: list[dict[str, Any]] | None = None,
-    mappings: list[dict[str, Any]] | None = None,
-    thresholds: list[dict[str, Any]] | None = None,
-    extra_defaults: dict[str, Any] | None = None,
-) -> Panel:
-    x, y, w, h = grid
-    defaults: dict[str, Any] = {"unit": unit}
-    if custom is not None:
-        defaults["custom"] = custom
-    if mappings is not None:
-        defaults["mappings"] = mappings
-    defaults["thresholds"] = {
-        "mode": "absolute",
-        "steps": thresholds or [{"color": "green", "value": None}],
-    }
-    defaults.update(extra_defaults or {})
-    return {
-        "type": ptype,
-        "title": title,
-        "description": description,
-        "gridPos": {"x": x, "y": y, "w": w, "h": h},
-        "targets": targets,
-        "fieldConfig": {"defaults": defaults, "overrides": overrides or []},
-        "options": options or {},
-    }
+Steps = tuple[tuple[str, float | None], ...]
+BLUE: Steps = (("blue", None),)
+GREEN: Steps = (("green", None),)
+RED_GREEN: Steps = (("red", None), ("green", 1))
+UP_DOWN = {"0": ("no", "red"), "1": ("yes", "green")}
 
 
-def _timeseries(
-    title: str,
-    targets: list[dict[str, Any]],
-    grid: tuple[int, int, int, int],
-    *,
-    stack: bool = False,
-    **kw: Any,
-) -> Panel:
-    custom = {
-        "drawStyle": "line",
-        "lineWidth": 1,
-        "fillOpacity": 10,
-        "showPoints": "never",
-        "spanNulls": False,
-        "stacking": {"mode": "normal" if stack else "none", "group": "A"},
-    }
-    custom.update(kw.pop("custom", {}))
-    options = {
-        "legend": {"displayMode": "table", "placement": "right", "calcs": ["lastNotNull"]},
-        "tooltip": {"mode": "multi", "sort": "desc"},
-    }
-    return _panel("timeseries", title, targets, grid, custom=custom, options=options, **kw)
+@dataclass(frozen=True)
+class Query:
+    """One Prometheus query of a panel (its refId follows its position: A, B, ...)."""
+
+    expr: str
+    legend: str = ""
+    instant: bool = False  # the latest value only (stats and tables), else a range query
+    fmt: PromQueryFormat | None = None
 
 
-def _stat(
-    title: str, targets: list[dict[str, Any]], grid: tuple[int, int, int, int], **kw: Any
-) -> Panel:
-    options = {
-        "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-        "colorMode": "background",
-        "graphMode": "none",
-        "textMode": kw.pop("text_mode", "auto"),
-        "justifyMode": "auto",
-        "orientation": "auto",
-    }
-    return _panel("stat", title, targets, grid, options=options, **kw)
+@dataclass(frozen=True)
+class Spec:
+    """One panel: what it shows and how. ``kind`` picks the builder (``KINDS``)."""
+
+    kind: str
+    title: str
+    queries: tuple[Query, ...]
+    size: tuple[int, int]  # width (of 24 columns), height
+    description: str = ""
+    unit: str = units.Short
+    steps: Steps = GREEN  # absolute thresholds: (color, from value); the first from None
+    limits: tuple[float, float] | None = None  # axis / gauge min and max
+    decimals: int | None = None
+    mapping: dict[str, tuple[str, str]] | None = None  # value -> (text, color)
+    text_mode: cm.BigValueTextMode = cm.BigValueTextMode.AUTO
+    bars: bool = False  # bars (event counts) instead of lines
+    stack: bool = False
+    fill: int = 10
+    threshold_line: bool = False  # draw the thresholds on the graph
+    overrides: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = field(default=())
+    query_overrides: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = field(default=())
+    organize: dict[str, Any] | None = None  # a table's "organize fields" transformation
 
 
-def _override(name: str, *props: tuple[str, Any]) -> dict[str, Any]:
-    return {
-        "matcher": {"id": "byName", "options": name},
-        "properties": [{"id": k, "value": v} for k, v in props],
-    }
+def _range(metric: str, sel: str = JOB, by: str = "") -> str:
+    """``sum [by (...)] (rate(metric{sel}[$__rate_interval]))``."""
+    agg = f"sum by ({by}) " if by else "sum"
+    return f"{agg}(rate({metric}{{{sel}}}[{RI}]))"
 
 
-def _quantiles(metric: str, by: str = "", qs: tuple[float, ...] = (0.5, 0.99)) -> list[Any]:
+def _quantiles(metric: str, sel: str = JOB, by: str = "", qs=(0.5, 0.99)) -> tuple[Query, ...]:
     group = f"le{', ' + by if by else ''}"
-    return [
-        _target(
-            f"histogram_quantile({q}, sum by ({group}) (rate({metric}_bucket{{{JOB}}}[{RI}])))",
-            f"p{round(q * 100)}" + (f" {{{{{by}}}}}" if by else ""),
-            chr(ord("A") + i),
+    legend = f" {{{{{by}}}}}" if by else ""
+    return tuple(
+        Query(
+            f"histogram_quantile({q}, sum by ({group}) (rate({metric}_bucket{{{sel}}}[{RI}])))",
+            f"p{round(q * 100)}{legend}",
         )
-        for i, q in enumerate(qs)
-    ]
+        for q in qs
+    )
 
 
-UP_DOWN = [
-    {
-        "type": "value",
-        "options": {
-            "0": {"text": "no", "color": "red", "index": 0},
-            "1": {"text": "yes", "color": "green", "index": 1},
-        },
-    }
-]
-RED_GREEN = [{"color": "red", "value": None}, {"color": "green", "value": 1}]
+def _live(over: str, instant: bool) -> tuple[Query, Query]:
+    """Live precision and recall over ``over`` against the simulator's is_anomaly labels."""
+    fn = "increase" if instant else "rate"
+    tp, fp, fn_ = (
+        f"sum({fn}(iot_live_{kind}_total{{{DT}}}[{over}]))"
+        for kind in ("true_positives", "false_positives", "false_negatives")
+    )
+    return (
+        Query(f"{tp} / ({tp} + {fp})", "precision", instant),
+        Query(f"{tp} / ({tp} + {fn_})", "recall", instant),
+    )
 
 
-def panels() -> list[Panel]:
-    p: list[Panel] = []
-    # --- row 0: status at a glance -----------------------------------------------------------
-    p.append(_stat(
-        "Detectors up",
-        [_target(f"count(up{{{JOB}}} == 1) or vector(0)", "up")],
-        (0, 0, 3, 4),
-        description="Detector replicas Prometheus scrapes successfully.",
-        thresholds=RED_GREEN,
-    ))  # fmt: skip
-    p.append(_stat(
-        "Model loaded",
-        [_target(f"min(iot_model_loaded{{{JOB}}})", "loaded")],
-        (3, 0, 3, 4),
-        description="1 when every detector has a model loaded (the production alias resolved).",
-        mappings=UP_DOWN,
-        thresholds=RED_GREEN,
-    ))  # fmt: skip
-    p.append(_stat(
-        "Registry reachable",
-        [_target(f"min(iot_registry_reachable{{{JOB}}})", "reachable")],
-        (6, 0, 3, 4),
-        description="1 when every detector's last MLflow registry poll succeeded.",
-        mappings=UP_DOWN,
-        thresholds=RED_GREEN,
-    ))  # fmt: skip
-    p.append(_stat(
-        "Model version",
-        [_target(
+def _color(color: str) -> tuple[str, dm.FieldColor]:
+    return ("color", dm.FieldColor(mode=dm.FieldColorModeId.FIXED, fixed_color=color))
+
+
+BAND = "#8AB8FF"
+STATUS = (
+    Spec(
+        "stat", "Detectors up", (Query(f"count(up{{{JOB}}} == 1) or vector(0)", "up"),), (3, 4),
+        "Detector replicas Prometheus scrapes successfully.", steps=RED_GREEN,
+    ),
+    Spec(
+        "stat", "Model loaded", (Query(f"min(iot_model_loaded{{{JOB}}})", "loaded"),), (3, 4),
+        "1 when every detector has a model loaded (the production alias resolved).",
+        steps=RED_GREEN, mapping=UP_DOWN,
+    ),
+    Spec(
+        "stat", "Registry reachable",
+        (Query(f"min(iot_registry_reachable{{{JOB}}})", "reachable"),), (3, 4),
+        "1 when every detector's last MLflow registry poll succeeded.",
+        steps=RED_GREEN, mapping=UP_DOWN,
+    ),
+    Spec(
+        "stat", "Model version",
+        (Query(
             f"max by (model_name, model_version, model_alias) (iot_model_info{{{JOB}}})",
-            "{{model_name}} v{{model_version}} @{{model_alias}}",
-            instant=True, range=False,
-        )],
-        (9, 0, 6, 4),
-        description="The registered model version the detectors score with (iot_model_info).",
-        text_mode="name",
-        thresholds=[{"color": "blue", "value": None}],
-    ))  # fmt: skip
-    p.append(_stat(
-        "Readings/s",
-        [_target(f"sum(rate(iot_readings_total{{{DT}}}[{RI}]))", "readings/s")],
-        (15, 0, 3, 4),
-        unit="reqps",
-        thresholds=[{"color": "blue", "value": None}],
-    ))  # fmt: skip
-    p.append(_stat(
-        "Episodes opened",
-        [_target(
-            f"sum(increase(iot_anomalies_total{{{DT}}}[$__range]))", "episodes",
-            instant=True, range=False,
-        )],
-        (18, 0, 3, 4),
-        description="Anomaly episodes (one per departure from normal, series level) opened "
-        "over the dashboard's time range.",
-        unit="short",
-        thresholds=[{"color": "blue", "value": None}],
-    ))  # fmt: skip
-    tp = f"sum(increase(iot_live_true_positives_total{{{DT}}}[$__range]))"
-    fp = f"sum(increase(iot_live_false_positives_total{{{DT}}}[$__range]))"
-    fn = f"sum(increase(iot_live_false_negatives_total{{{DT}}}[$__range]))"
-    p.append(_stat(
-        "Live precision / recall",
-        [
-            _target(f"{tp} / ({tp} + {fp})", "precision", "A", instant=True, range=False),
-            _target(f"{tp} / ({tp} + {fn})", "recall", "B", instant=True, range=False),
-        ],
-        (21, 0, 3, 4),
-        description="Over the dashboard's time range, against the is_anomaly labels the "
-        "simulator sets (empty when readings carry no labels).",
-        unit="percentunit",
-        thresholds=[
-            {"color": "red", "value": None},
-            {"color": "orange", "value": 0.5},
-            {"color": "green", "value": 0.8},
-        ],
-        extra_defaults={"min": 0, "max": 1, "decimals": 1},
-    ))  # fmt: skip
+            "{{model_name}} v{{model_version}} @{{model_alias}}", instant=True,
+        ),),
+        (6, 4), "The registered model version the detectors score with (iot_model_info).",
+        steps=BLUE, text_mode=cm.BigValueTextMode.NAME,
+    ),
+    Spec(
+        "stat", "Readings/s", (Query(_range("iot_readings_total", DT), "readings/s"),), (3, 4),
+        "Valid readings consumed per second, every outcome.",
+        unit=units.RequestsPerSecond, steps=BLUE,
+    ),
+    Spec(
+        "stat", "Episodes opened",
+        (Query(f"sum(increase(iot_anomalies_total{{{DT}}}[$__range]))", "episodes", True),),
+        (3, 4), "Anomaly episodes (one per departure from normal, series level) opened over "
+        "the dashboard's time range.", steps=BLUE,
+    ),
+    Spec(
+        "stat", "Live precision / recall", _live("$__range", instant=True), (3, 4),
+        "Over the dashboard's time range, against the is_anomaly labels the simulator sets "
+        "(empty when readings carry no labels).",
+        unit=units.PercentUnit, steps=(("red", None), ("orange", 0.5), ("green", 0.8)),
+        limits=(0, 1), decimals=1,
+    ),
+)  # fmt: skip
 
-    # --- throughput ----------------------------------------------------------------------------
-    p.append(_timeseries(
-        "Readings/s by device type and metric",
-        [_target(
-            f"sum by (device_type, metric_name) (rate(iot_readings_total{{{DT}}}[{RI}]))",
-            "{{device_type}} / {{metric_name}}",
-        )],
-        (0, 4, 12, 8),
-        unit="reqps",
-        stack=True,
-    ))  # fmt: skip
-    p.append(_timeseries(
-        "Episodes opened by device type and metric, and episode events by level",
-        [
-            _target(
-                f"sum by (device_type, metric_name) (increase(iot_anomalies_total{{{DT}}}[{RI}]))",
-                "{{device_type}} / {{metric_name}}",
-            ),
-            _target(
-                f"sum by (level, event) (increase(iot_episode_events_total{{{DT}}}[{RI}]))",
-                "{{level}} {{event}}", "B",
-            ),
-        ],
-        (12, 4, 12, 8),
-        unit="short",
-        stack=True,
-        custom={"drawStyle": "bars", "fillOpacity": 80},
-    ))  # fmt: skip
-
-    # --- the chosen series -------------------------------------------------------------------
-    p.append(_timeseries(
-        "Actual vs predicted: $device_id / $metric_name",
-        [
-            _target(f"iot_series_actual_value{{{SERIES}}}", "actual", "A"),
-            _target(f"iot_series_predicted_value{{{SERIES}}}", "predicted", "B"),
-            _target(f"iot_series_lower{{{SERIES}}}", "lower", "C"),
-            _target(f"iot_series_upper{{{SERIES}}}", "upper", "D"),
-        ],
-        (0, 12, 16, 9),
-        description="The latest reading, the model's forecast median and its interval "
-        "(shaded); points outside the band are scored as anomalous. Choose the series with "
-        "the device_id and metric_name variables (capped to IOT_MLOPS_SERIES_GAUGE_LIMIT "
-        "series per detector).",
-        custom={"fillOpacity": 0},
-        overrides=[
-            _override("actual", ("color", {"mode": "fixed", "fixedColor": "yellow"}),
-                      ("custom.lineWidth", 2)),
-            _override("predicted", ("color", {"mode": "fixed", "fixedColor": "blue"}),
-                      ("custom.lineStyle", {"fill": "dash", "dash": [10, 10]})),
-            _override("upper", ("color", {"mode": "fixed", "fixedColor": "#8AB8FF"}),
-                      ("custom.fillBelowTo", "lower"), ("custom.fillOpacity", 20),
-                      ("custom.lineWidth", 0)),
-            _override("lower", ("color", {"mode": "fixed", "fixedColor": "#8AB8FF"}),
-                      ("custom.lineWidth", 0)),
-        ],
-    ))  # fmt: skip
-    p.append(_timeseries(
-        "Anomaly score: $device_id / $metric_name",
-        [_target(f"iot_series_anomaly_score{{{SERIES}}}", "score")],
-        (16, 12, 8, 9),
-        unit="percentunit",
-        extra_defaults={"min": 0, "max": 1},
-        thresholds=[{"color": "green", "value": None}, {"color": "red", "value": 0.99}],
-        custom={"thresholdsStyle": {"mode": "line"}},
-    ))  # fmt: skip
-
-    # --- scores, latency, model calls ----------------------------------------------------------
-    p.append(_panel(
-        "heatmap",
-        "Anomaly score distribution",
-        [_target(
-            f"sum by (le) (increase(iot_anomaly_score_bucket{{{DT}}}[{RI}]))",
-            "{{le}}",
-            format="heatmap",
-        )],
-        (0, 21, 8, 8),
-        description="All scored readings; scores near 1 are far outside the forecast interval.",
-        options={
-            "calculate": False,
-            "yAxis": {"axisPlacement": "left"},
-            "cellGap": 1,
-            "color": {"mode": "scheme", "scheme": "Oranges", "exponent": 0.5, "steps": 64},
-            "rowsFrame": {"layout": "auto"},
-            "tooltip": {"mode": "single", "yHistogram": True},
-        },
-    ))  # fmt: skip
-    p.append(_timeseries(
-        "Anomaly score quantiles by device type",
-        _quantiles("iot_anomaly_score", by="device_type", qs=(0.5, 0.99)),
-        (8, 21, 8, 8),
-        unit="percentunit",
-    ))  # fmt: skip
-    p.append(_timeseries(
-        "Detection latency p50 / p99",
-        _quantiles("iot_detection_latency_seconds"),
-        (16, 21, 8, 8),
-        description="From a reading's Kafka timestamp to its batch's transaction committed.",
-        unit="s",
-    ))  # fmt: skip
-    p.append(_timeseries(
-        "Model call duration p50 / p99",
-        _quantiles("iot_model_call_duration_seconds"),
-        (0, 29, 8, 8),
-        unit="s",
-    ))  # fmt: skip
-    p.append(_timeseries(
-        "Forecast batch size",
-        [
-            *_quantiles("iot_forecast_batch_size"),
-            _target(
-                f"sum(rate(iot_forecast_batch_size_sum{{{JOB}}}[{RI}])) / "
-                f"sum(rate(iot_forecast_batch_size_count{{{JOB}}}[{RI}]))",
-                "mean",
-                "C",
-            ),
-        ],
-        (8, 29, 8, 8),
-        description="Series forecast per batched model call.",
-    ))  # fmt: skip
-    p.append(_timeseries(
-        "Series tracked / warming up",
-        [
-            _target(f"sum(iot_series_tracked{{{JOB}}})", "tracked", "A"),
-            _target(f"sum(iot_series_warming_up{{{JOB}}})", "warming up", "B"),
-        ],
-        (16, 29, 8, 8),
-    ))  # fmt: skip
-
-    # --- Kafka ---------------------------------------------------------------------------------
-    p.append(_timeseries(
-        "Consumer lag by partition",
-        [_target(
-            f"max by (topic, partition) (iot_consumer_lag{{{JOB}}})",
-            "{{topic}}[{{partition}}]",
-        )],
-        (0, 37, 8, 8),
-        description="Messages behind each partition's end offset.",
-        stack=True,
-    ))  # fmt: skip
-    p.append(_timeseries(
-        "Dead letters/s by reason",
-        [_target(
-            f"sum by (reason) (rate(iot_dead_letters_total{{{JOB}}}[{RI}]))",
-            "{{reason}}",
-        )],
-        (8, 37, 8, 8),
-        description="Malformed messages sent to the dead-letter topic.",
-        unit="reqps",
-        stack=True,
-        custom={"drawStyle": "bars", "fillOpacity": 80},
-    ))  # fmt: skip
-    p.append(_timeseries(
-        "Readings/s by outcome",
-        [
-            _target(f"sum by (outcome) (rate(iot_readings_total{{{DT}}}[{RI}]))", "{{outcome}}"),
-            _target(
-                f"sum by (result) (rate(iot_transactions_total{{{JOB}}}[{RI}]))",
-                "transactions {{result}}",
-                "B",
-            ),
-        ],
-        (16, 37, 8, 8),
-        description="scored, warming_up, late, duplicate; and Kafka transactions by result.",
-        unit="reqps",
-    ))  # fmt: skip
-
-    # --- quality and model -------------------------------------------------------------------
-    tp_r = f"sum(rate(iot_live_true_positives_total{{{DT}}}[15m]))"
-    fp_r = f"sum(rate(iot_live_false_positives_total{{{DT}}}[15m]))"
-    fn_r = f"sum(rate(iot_live_false_negatives_total{{{DT}}}[15m]))"
-    p.append(_timeseries(
-        "Live precision / recall (15 min window)",
-        [
-            _target(f"{tp_r} / ({tp_r} + {fp_r})", "precision", "A"),
-            _target(f"{tp_r} / ({tp_r} + {fn_r})", "recall", "B"),
-        ],
-        (0, 45, 12, 8),
-        description="tp / (tp + fp) and tp / (tp + fn) against the simulator's is_anomaly labels.",
-        unit="percentunit",
-        extra_defaults={"min": 0, "max": 1},
-    ))  # fmt: skip
-    p.append(_panel(
-        "table",
-        "Models in use",
-        [_target(f"iot_model_info{{{JOB}}}", "", format="table", instant=True, range=False)],
-        (12, 45, 12, 8),
-        description="The registered model, version and alias each detector scores with.",
-        options={"showHeader": True, "cellHeight": "sm"},
-        extra_defaults={"custom": {"align": "auto", "cellOptions": {"type": "auto"}}},
-    ))  # fmt: skip
-    p[-1]["transformations"] = [
-        {
-            "id": "organize",
-            "options": {
-                "excludeByName": {"Time": True, "Value": True, "__name__": True, "job": True},
-                "indexByName": {"instance": 0, "model_name": 1, "model_version": 2},
-            },
-        }
-    ]
-    for i, panel in enumerate(p, start=1):
-        panel["id"] = i
-    return p
-
-
-def _variable(name: str, label: str, query: str, *, multi: bool = False) -> dict[str, Any]:
-    return {
-        "type": "query",
-        "name": name,
-        "label": label,
-        "definition": query,
-        # A plain string: Grafana parses label_values(...) into its variable editor itself.
-        "query": query,
-        "refresh": 2,  # on time range change
-        "sort": 1,
-        "multi": multi,
-        "includeAll": multi,
-        **({"allValue": ".*"} if multi else {}),
-        "current": {},
-        "options": [],
-        "hide": 0,
-    }
-
-
-def dashboard(datasource_uid: str = DATASOURCE_UID) -> dict[str, Any]:
-    """The dashboard with every panel, target and variable bound to ``datasource_uid``."""
-    ds = {"type": "prometheus", "uid": datasource_uid}
-    ps = panels()
-    for panel in ps:
-        panel["datasource"] = ds
-        for t in panel["targets"]:
-            t["datasource"] = ds
-    variables = [
-        _variable(
-            "device_type",
-            "Device type",
-            "label_values(iot_readings_total, device_type)",
-            multi=True,
+THROUGHPUT = (
+    Spec(
+        "timeseries", "Readings/s by device type and metric",
+        (Query(_range("iot_readings_total", DT, "device_type, metric_name"),
+               "{{device_type}} / {{metric_name}}"),),
+        (12, 8), "Valid readings consumed per second, stacked.",
+        unit=units.RequestsPerSecond, stack=True,
+    ),
+    Spec(
+        "timeseries", "Episodes opened by device type and metric, and episode events by level",
+        (
+            Query(f"sum by (device_type, metric_name) (increase(iot_anomalies_total{{{DT}}}"
+                  f"[{RI}]))", "{{device_type}} / {{metric_name}}"),
+            # No device_type filter: episode events carry only level and event.
+            Query(f"sum by (level, event) (increase(iot_episode_events_total{{{JOB}}}[{RI}]))",
+                  "{{level}} {{event}}"),
         ),
-        _variable("device_id", "Device", "label_values(iot_series_actual_value, device_id)"),
-        _variable(
-            "metric_name",
-            "Metric",
-            'label_values(iot_series_actual_value{device_id="$device_id"}, metric_name)',
+        (12, 8), "Series episodes opened, stacked by device type and metric; beside them (a "
+        "stack of their own) the episode events published, series and device level, opened "
+        "and closed.",
+        bars=True, stack=True, fill=80,
+        query_overrides=(("B", (("custom.stacking", {"mode": "normal", "group": "B"}),)),),
+    ),
+)  # fmt: skip
+
+CHOSEN_SERIES = (
+    Spec(
+        "timeseries", "Actual vs predicted: $device_id / $metric_name",
+        tuple(
+            Query(f"iot_series_{name}{{{SERIES}}}", legend)
+            for name, legend in (("actual_value", "actual"), ("predicted_value", "predicted"),
+                                 ("lower", "lower"), ("upper", "upper"))
         ),
-    ]
-    for v in variables:
-        v["datasource"] = ds
-    return {
-        "uid": DASHBOARD_UID,
-        "title": "IoT anomaly detection",
-        "description": "Real-time anomaly detection over IoT sensor streams: throughput, "
-        "anomalies, forecasts, latency, Kafka lag, dead letters and the model in use.",
-        "tags": ["iot", "anomaly-detection", "mlops"],
-        "timezone": "browser",
-        "editable": True,
-        "graphTooltip": 1,
-        "refresh": "10s",
-        "time": {"from": "now-30m", "to": "now"},
-        "timepicker": {},
-        "schemaVersion": 39,
-        "version": 1,
-        "links": [],
-        "annotations": {
-            "list": [
-                {
-                    "builtIn": 1,
-                    "datasource": {"type": "grafana", "uid": "-- Grafana --"},
-                    "enable": True,
-                    "hide": True,
-                    "iconColor": "rgba(0, 211, 255, 1)",
-                    "name": "Annotations & Alerts",
-                    "type": "dashboard",
-                }
-            ]
+        (16, 9), "The latest reading, the model's forecast median and its interval (shaded): "
+        "the residual evidence grows as a reading leaves the band. Choose the series with the "
+        "device_id and metric_name variables (capped to IOT_MLOPS_SERIES_GAUGE_LIMIT series "
+        "per detector).",
+        fill=0,
+        overrides=(
+            ("actual", (_color("yellow"), ("custom.lineWidth", 2))),
+            ("predicted", (_color("blue"),
+                           ("custom.lineStyle", cm.LineStyle(fill="dash", dash=[10, 10])))),
+            ("upper", (_color(BAND), ("custom.fillBelowTo", "lower"),
+                       ("custom.fillOpacity", 20), ("custom.lineWidth", 0))),
+            ("lower", (_color(BAND), ("custom.lineWidth", 0))),
+        ),
+    ),
+    Spec(
+        "timeseries", "Anomaly score: $device_id / $metric_name",
+        (Query(f"iot_series_anomaly_score{{{SERIES}}}", "score"),), (8, 9),
+        f"Calibrated per series: higher is rarer under the series' own history; an episode "
+        f"opens at {ONSET_SCORE} (the red line: evidence as rare as the target false-alarm "
+        "rate).",
+        unit=units.PercentUnit, steps=(("green", None), ("red", ONSET_SCORE)), limits=(0, 1),
+        threshold_line=True,
+    ),
+)  # fmt: skip
+
+SCORES = (
+    Spec(
+        "heatmap", "Anomaly score distribution",
+        (Query(f"sum by (le) (increase(iot_anomaly_score_bucket{{{DT}}}[{RI}]))", "{{le}}",
+               fmt=PromQueryFormat.HEATMAP),),
+        (8, 8), f"All scored readings by score bucket; from {ONSET_SCORE} up the evidence is "
+        "rarer than the target false-alarm rate.",
+    ),
+    Spec(
+        "timeseries", "Anomaly score quantiles by device type",
+        _quantiles("iot_anomaly_score", DT, "device_type"), (8, 8),
+        f"Median and p99 of the scores; an episode opens at {ONSET_SCORE} (red line).",
+        unit=units.PercentUnit, steps=(("green", None), ("red", ONSET_SCORE)),
+        threshold_line=True,
+    ),
+    Spec(
+        "timeseries", "Detection latency p50 / p99", _quantiles("iot_detection_latency_seconds"),
+        (8, 8), "From a reading's Kafka timestamp to its batch's transaction committed; the red "
+        f"line is the DetectionLatencyHigh alert's {LATENCY_ALERT_S} s.",
+        unit=units.Seconds, steps=(("green", None), ("red", LATENCY_ALERT_S)),
+        threshold_line=True,
+    ),
+)  # fmt: skip
+
+MODEL_CALLS = (
+    Spec(
+        "timeseries", "Model call duration p50 / p99",
+        _quantiles("iot_model_call_duration_seconds"), (8, 8),
+        "Duration of one batched forecast call.", unit=units.Seconds,
+    ),
+    Spec(
+        "timeseries", "Forecast batch size",
+        (*_quantiles("iot_forecast_batch_size"),
+         Query(f"{_range('iot_forecast_batch_size_sum')} / "
+               f"{_range('iot_forecast_batch_size_count')}", "mean")),
+        (8, 8), "Series forecast per batched model call.",
+    ),
+    Spec(
+        "timeseries", "Series tracked / warming up",
+        (Query(f"sum(iot_series_tracked{{{JOB}}})", "tracked"),
+         Query(f"sum(iot_series_warming_up{{{JOB}}})", "warming up")),
+        (8, 8), "Series with state in the detectors, and those with too little history to be "
+        "scored yet.",
+    ),
+)  # fmt: skip
+
+KAFKA = (
+    Spec(
+        "timeseries", "Consumer lag by partition",
+        (Query(f"max by (topic, partition) (iot_consumer_lag{{{JOB}}})",
+               "{{topic}}[{{partition}}]"),),
+        (8, 8), "Messages behind each partition's end offset; the red line is the "
+        f"ConsumerLagGrowing alert's floor ({LAG_ALERT}).",
+        stack=True, steps=(("green", None), ("red", LAG_ALERT)), threshold_line=True,
+    ),
+    Spec(
+        "timeseries", "Dead letters/s by reason",
+        (Query(_range("iot_dead_letters_total", by="reason"), "{{reason}}"),), (8, 8),
+        "Malformed messages sent to the dead-letter topic.",
+        unit=units.RequestsPerSecond, bars=True, stack=True, fill=80,
+    ),
+    Spec(
+        "timeseries", "Readings/s by outcome",
+        (Query(_range("iot_readings_total", DT, "outcome"), "{{outcome}}"),
+         Query(_range("iot_transactions_total", by="result"), "transactions {{result}}")),
+        (8, 8), "scored, warming_up, late, duplicate; and Kafka transactions by result.",
+        unit=units.RequestsPerSecond,
+    ),
+)  # fmt: skip
+
+QUALITY = (
+    Spec(
+        "timeseries", "Live precision / recall (15 min window)", _live("15m", instant=False),
+        (12, 8), "tp / (tp + fp) and tp / (tp + fn) against the simulator's is_anomaly labels.",
+        unit=units.PercentUnit, limits=(0, 1),
+    ),
+    Spec(
+        "table", "Models in use",
+        (Query(f"iot_model_info{{{JOB}}}", instant=True, fmt=PromQueryFormat.TABLE),), (12, 8),
+        "The registered model, version and alias each detector scores with.",
+        organize={
+            "excludeByName": {"Time": True, "Value": True, "__name__": True, "job": True},
+            "indexByName": {"instance": 0, "model_name": 1, "model_version": 2},
         },
-        "templating": {"list": variables},
-        "panels": ps,
+    ),
+)  # fmt: skip
+
+SECTIONS: tuple[tuple[str, tuple[Spec, ...]], ...] = (
+    ("Status", STATUS),
+    ("Throughput and episodes", THROUGHPUT),
+    ("The chosen series", CHOSEN_SERIES),
+    ("Scores and latency", SCORES),
+    ("Model calls and series state", MODEL_CALLS),
+    ("Kafka", KAFKA),
+    ("Live quality and the model in use", QUALITY),
+)
+
+
+# --- specs -> SDK builders ---------------------------------------------------------------------
+def _target(q: Query, ref: str, ds: dm.DataSourceRef) -> prometheus.Dataquery:
+    t = prometheus.Dataquery().ref_id(ref).expr(q.expr).datasource(ds)
+    t = t.instant() if q.instant else t.range()
+    if q.legend:
+        t = t.legend_format(q.legend)
+    return t.format(q.fmt) if q.fmt else t
+
+
+def _thresholds(steps: Steps) -> ThresholdsConfig:
+    return (
+        ThresholdsConfig()
+        .mode(dm.ThresholdsMode.ABSOLUTE)
+        .steps([dm.Threshold(value=v, color=c) for c, v in steps])
+    )
+
+
+def _mappings(mapping: dict[str, tuple[str, str]]) -> list[dm.ValueMapping]:
+    results = {
+        value: dm.ValueMappingResult(text=text, color=color, index=i)
+        for i, (value, (text, color)) in enumerate(mapping.items())
     }
+    return [dm.ValueMap(options=results)]
+
+
+def _common(b: Any, spec: Spec, ds: dm.DataSourceRef) -> Any:
+    """What every panel kind shares: title, queries, size, unit, thresholds, overrides."""
+    b = (
+        b.title(spec.title)
+        .description(spec.description)
+        .datasource(ds)
+        .span(spec.size[0])
+        .height(spec.size[1])
+        .unit(spec.unit)
+        .thresholds(_thresholds(spec.steps))
+        .targets([_target(q, chr(ord("A") + i), ds) for i, q in enumerate(spec.queries)])
+    )
+    if spec.limits is not None:
+        b = b.min(spec.limits[0]).max(spec.limits[1])
+    if spec.decimals is not None:
+        b = b.decimals(spec.decimals)
+    if spec.mapping:
+        b = b.mappings(_mappings(spec.mapping))
+    for name, props in spec.overrides:
+        b = b.override_by_name(name, [dm.DynamicConfigValue(k, v) for k, v in props])
+    for ref, props in spec.query_overrides:
+        b = b.override_by_query(ref, [dm.DynamicConfigValue(k, v) for k, v in props])
+    return b
+
+
+def _timeseries(spec: Spec) -> timeseries.Panel:
+    style = cm.GraphDrawStyle.BARS if spec.bars else cm.GraphDrawStyle.LINE
+    stacking = cm.StackingMode.NORMAL if spec.stack else cm.StackingMode.NONE
+    b = (
+        timeseries.Panel()
+        .draw_style(style)
+        .line_width(1)
+        .fill_opacity(spec.fill)
+        .show_points(cm.VisibilityMode.NEVER)
+        .span_nulls(False)
+        .stacking(cb.StackingConfig().mode(stacking).group("A"))
+        .legend(
+            cb.VizLegendOptions()
+            .display_mode(cm.LegendDisplayMode.TABLE)
+            .placement(cm.LegendPlacement.RIGHT)
+            .show_legend(True)
+            .calcs(["lastNotNull"])
+        )
+        .tooltip(
+            cb.VizTooltipOptions().mode(cm.TooltipDisplayMode.MULTI).sort(cm.SortOrder.DESCENDING)
+        )
+    )
+    if spec.threshold_line:
+        b = b.thresholds_style(
+            cb.GraphThresholdsStyleConfig().mode(cm.GraphTresholdsStyleMode.LINE)
+        )
+    return b
+
+
+def _stat(spec: Spec) -> stat.Panel:
+    return (
+        stat.Panel()
+        .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]).fields("").values(False))
+        .color_mode(cm.BigValueColorMode.BACKGROUND)
+        .graph_mode(cm.BigValueGraphMode.NONE)
+        .text_mode(spec.text_mode)
+        .justify_mode(cm.BigValueJustifyMode.AUTO)
+        .orientation(cm.VizOrientation.AUTO)
+    )
+
+
+def _heatmap(spec: Spec) -> heatmap.Panel:
+    return (
+        heatmap.Panel()
+        .calculate(False)
+        .y_axis(heatmap.YAxisConfig().axis_placement(cm.AxisPlacement.LEFT))
+        .cell_gap(1)
+        .color(
+            heatmap.HeatmapColorOptions()
+            .mode(HeatmapColorMode.SCHEME)
+            .scheme("Oranges")
+            .exponent(0.5)
+            .steps(64)
+        )
+        .rows_frame(heatmap.RowsHeatmapOptions().layout(cm.HeatmapCellLayout.AUTO))
+        .show_tooltip()
+        .show_y_histogram()
+    )
+
+
+def _table(spec: Spec) -> table.Panel:
+    b = table.Panel().show_header(True).cell_height(cm.TableCellHeight.SM)
+    if spec.organize:
+        b = b.with_transformation(dm.DataTransformerConfig("organize", options=spec.organize))
+    return b
+
+
+KINDS: dict[str, Callable[[Spec], Any]] = {
+    "timeseries": _timeseries,
+    "stat": _stat,
+    "heatmap": _heatmap,
+    "table": _table,
+}
+
+
+def _variables(ds: dm.DataSourceRef) -> list[QueryVariable]:
+    """device_type (multi, all = .*) filters the fleet panels; device_id and metric_name pick
+    the series of the per-series panels (only series the detectors export gauges for)."""
+    specs = (
+        ("device_type", "Device type", "label_values(iot_readings_total, device_type)", True),
+        ("device_id", "Device", "label_values(iot_series_actual_value, device_id)", False),
+        ("metric_name", "Metric",
+         'label_values(iot_series_actual_value{device_id="$device_id"}, metric_name)', False),
+    )  # fmt: skip
+    out = []
+    for name, label, query, multi in specs:
+        v = (
+            QueryVariable(name)
+            .id(name)  # the SDK's default id is one zero uuid for every variable
+            .label(label)
+            # A plain string: Grafana parses label_values(...) into its variable editor itself.
+            .query(query)
+            .datasource(ds)
+            .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .sort(dm.VariableSort.ALPHABETICAL_ASC)
+            .multi(multi)
+            .include_all(multi)
+        )
+        out.append(v.all_value(".*") if multi else v)
+    return out
+
+
+def _check_rows() -> None:
+    """Each section fills whole lines of the 24-column grid (the SDK wraps at 24)."""
+    for title, specs in SECTIONS:
+        width = sum(s.size[0] for s in specs)
+        assert width % 24 == 0, f"section {title!r} is {width} columns wide"
+
+
+def build(datasource_uid: str = DATASOURCE_UID) -> Dashboard:
+    """The dashboard builder: every panel, target and variable bound to ``datasource_uid``."""
+    _check_rows()
+    ds = dm.DataSourceRef(type_val="prometheus", uid=datasource_uid)
+    b = (
+        Dashboard("IoT anomaly detection")
+        .uid(DASHBOARD_UID)
+        .description(
+            "Real-time anomaly detection over IoT sensor streams: throughput, anomaly "
+            "episodes, forecasts, scores, latency, Kafka lag, dead letters and the model in use."
+        )
+        .tags(["iot", "anomaly-detection", "mlops"])
+        .timezone(cm.TimeZoneBrowser)
+        .editable()
+        .tooltip(dm.DashboardCursorSync.CROSSHAIR)
+        .refresh("10s")
+        .time("now-30m", "now")
+        .version(1)
+        .variables(_variables(ds))
+    )
+    ids = iter(range(1, 1000))
+    for title, specs in SECTIONS:
+        b = b.with_row(Row(title).id(next(ids)))
+        for spec in specs:
+            b = b.with_panel(_common(KINDS[spec.kind](spec), spec, ds).id(next(ids)))
+    return b
+
+
+def dashboard(datasource_uid: str = DATASOURCE_UID) -> dm.Dashboard:
+    """The dashboard model (the provisioned form by default)."""
+    return build(datasource_uid).build()
 
 
 def importable() -> dict[str, Any]:
     """The dashboard for a manual import: the datasource is chosen at import time."""
     d = dashboard("${DS_PROMETHEUS}")
+    kinds = sorted({p.type_val for p in d.panels or [] if p.type_val != "row"})
     return {
         "__inputs": [
             {
@@ -516,20 +543,18 @@ def importable() -> dict[str, Any]:
             }
         ],
         "__requires": [
-            {"type": "grafana", "id": "grafana", "name": "Grafana", "version": "10.4.0"},
+            {"type": "grafana", "id": "grafana", "name": "Grafana", "version": "10.1.0"},
             {"type": "datasource", "id": "prometheus", "name": "Prometheus", "version": "1.0.0"},
-            *(
-                {"type": "panel", "id": t, "name": t, "version": ""}
-                for t in sorted({p["type"] for p in d["panels"]})
-            ),
+            *({"type": "panel", "id": t, "name": t, "version": ""} for t in kinds),
         ],
-        **d,
+        **d.to_json(),
         "id": None,
     }
 
 
-def render(obj: dict[str, Any]) -> str:
-    return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
+def render(obj: dm.Dashboard | dict[str, Any]) -> str:
+    """The JSON text, written by the SDK's encoder (it serialises the typed models)."""
+    return JSONEncoder(indent=2, ensure_ascii=False).encode(obj) + "\n"
 
 
 def main() -> int:
