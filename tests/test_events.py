@@ -188,3 +188,21 @@ def test_anomaly_event_round_trip() -> None:
         "readings",
     ):
         assert key in d
+
+
+def test_event_time_bounds_against_the_record_timestamp() -> None:
+    from iot_mlops.events import check_event_time
+
+    t = 1_795_665_600_000
+    r = Reading("d", "pump", "temperature", 1.0, t)
+    hour = 3_600_000
+    check_event_time(r, t - hour, hour, 0)  # exactly at the bound
+    check_event_time(r, t + 400 * 86_400_000, hour, 0)  # behind: bound off
+    check_event_time(r, 0, hour, hour)  # no record timestamp: not checked
+    check_event_time(r, t - 10 * hour, 0, 0)  # both bounds off
+    with pytest.raises(ReadingError) as ahead:
+        check_event_time(r, t - hour - 1, hour, 0)
+    assert ahead.value.reason == "clock_skew" and "ahead of" in ahead.value.detail
+    with pytest.raises(ReadingError) as behind:
+        check_event_time(r, t + 2 * hour, hour, hour)
+    assert behind.value.reason == "clock_skew" and "behind" in behind.value.detail

@@ -49,6 +49,23 @@ class Settings(BaseSettings):
     consumer_group: str = "iot-anomaly-detector"
     # Readings are ~160 bytes; anything far larger is a broken or hostile producer.
     max_message_bytes: int = Field(16_384, ge=256)
+    # A dead letter keeps at most this much of the refused message's value and key (the rest
+    # is cut and the cut is marked in headers): a copy of a ~1 MB input plus headers exceeds
+    # the broker's message limit and could never be published. 64 KiB is far more than any
+    # reading and far under Kafka's default 1 MiB limit.
+    dlq_max_value_bytes: int = Field(65_536, ge=0)
+    dlq_max_key_bytes: int = Field(1_024, ge=0)
+    # Event-time bounds against the Kafka record timestamp (set when the reading was
+    # produced). A reading further ahead is dead-lettered (reason clock_skew): one reading
+    # dated 2199 would otherwise make every later reading of its series late. 1 h is the
+    # bound Kafka 4 brokers put on record timestamps ahead of their clock by default
+    # (message.timestamp.after.max.ms). 0 disables.
+    event_time_max_ahead_s: float = Field(3_600.0, ge=0)
+    # How far behind its record timestamp a reading may be; 0 (the default) disables it,
+    # because backfills, `evaluate` replays and devices that buffer while offline produce
+    # old event times with a current record timestamp. Set it (e.g. 86400) where every
+    # producer is live, to dead-letter readings of a clock that jumped backwards.
+    event_time_max_behind_s: float = Field(0.0, ge=0)
 
     # --- MLflow ------------------------------------------------------------------------------
     mlflow_tracking_uri: str = Field(

@@ -25,6 +25,7 @@ REASONS = (
     "non_finite",
     "bad_timestamp",
     "empty_id",
+    "clock_skew",
 )
 
 REQUIRED_FIELDS = ("device_id", "device_type", "metric_name", "metric_value", "timestamp")
@@ -166,6 +167,28 @@ def decode_reading(data: bytes | None, max_bytes: int = 16_384) -> Reading:
         metric_value=value,
         timestamp_ms=parse_ts(obj["timestamp"]),
         is_anomaly=label,
+    )
+
+
+def check_event_time(
+    reading: Reading, record_ms: int, max_ahead_ms: int, max_behind_ms: int
+) -> None:
+    """``ReadingError("clock_skew")`` when the reading's event time is further ahead of (or
+    behind) its Kafka record timestamp than allowed. A bound of 0 is off; a record without a
+    timestamp (``record_ms <= 0``) is not checked."""
+    if record_ms <= 0:
+        return
+    skew_ms = reading.timestamp_ms - record_ms
+    if max_ahead_ms and skew_ms > max_ahead_ms:
+        side = "ahead of"
+    elif max_behind_ms and -skew_ms > max_behind_ms:
+        side = "behind"
+    else:
+        return
+    raise ReadingError(
+        "clock_skew",
+        f"event time {format_ts(reading.timestamp_ms)} is {abs(skew_ms) / 1000:.0f}s {side} "
+        f"the record timestamp {format_ts(record_ms)}",
     )
 
 

@@ -175,3 +175,50 @@ def test_deltas_apply_to_the_metrics_and_gauges_are_capped() -> None:
     assert value("iot_detection_latency_seconds_count") == 4
     assert value("iot_series_actual_value", device_id="a", metric_name="temperature") == 500.0
     assert value("iot_series_actual_value", device_id="b", metric_name="temperature") is None
+
+
+def test_a_huge_message_becomes_a_bounded_dead_letter_marked_as_cut() -> None:
+    huge = b'{"pad": "' + b"x" * 999_930 + b'"}'
+    msg = Incoming(TOPIC, 0, 7, b"k" * 5000, huge, T0)
+    out = process_batch([msg], FakeEngine(), settings(dlq_max_value_bytes=1000), OWNED)
+    (dl,) = out.dead_letters
+    assert dl.error.reason == "oversized"
+    assert dl.value == huge[:1000] and dl.key == b"k" * 1024 and dl.truncated
+    h = dict(dl.headers())
+    assert h["truncated"] == b"true" and h["original.value.size"] == str(len(huge)).encode()
+    assert h["original.key.size"] == b"5000" and h["source.offset"] == b"7"
+    assert out.deltas.dead_letters_truncated == {"oversized": 1}
+
+
+def test_a_small_dead_letter_is_copied_whole_and_not_marked() -> None:
+    (dl,) = process_batch(batch((0, b"not json")), FakeEngine(), settings(), OWNED).dead_letters
+    assert dl.value == b"not json" and not dl.truncated
+    assert "truncated" not in dict(dl.headers())
+
+
+def test_a_reading_far_ahead_of_its_record_time_is_dead_lettered() -> None:
+    msgs = [
+        Incoming(TOPIC, 0, 0, b"a", encode_reading(reading("a", 1.0, 0)), T0),
+        # Dated 2 hours after it was produced (bound: 1 h by default).
+        Incoming(TOPIC, 0, 1, b"a", encode_reading(reading("a", 1.0, 120)), T0),
+    ]
+    engine = FakeEngine()
+    out = process_batch(msgs, engine, settings(), OWNED)
+    assert [r.timestamp_ms for r in engine.calls[0]] == [T0]
+    (dl,) = out.dead_letters
+    assert dl.error.reason == "clock_skew" and "ahead of" in dl.error.detail
+    assert out.offsets == {(TOPIC, 0): 2}
+
+
+def test_counts_wait_for_the_commit_and_only_gauges_are_set_before() -> None:
+    msgs = batch((0, reading("a", 1.0, 0)), (0, reading("a", 500.0, 1, False)))
+    out = process_batch(msgs, FakeEngine(), settings(), OWNED)
+    m = DetectorMetrics()
+    apply_observed(out.deltas, m, SeriesGauges(m, limit=5))
+    registry = m.registry
+    assert registry.get_sample_value("iot_series_actual_value", {"device_id": "a",
+                                     "metric_name": "temperature"}) == 500.0  # fmt: skip
+    for name in ("iot_readings_total", "iot_live_false_positives_total", "iot_anomaly_score_count"):
+        assert registry.get_sample_value(name, {"device_type": "pump",
+                                         "metric_name": "temperature", **(
+            {"outcome": "scored"} if name == "iot_readings_total" else {})}) is None  # fmt: skip

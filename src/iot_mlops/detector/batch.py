@@ -18,7 +18,7 @@ import orjson
 from iot_mlops.config import Settings
 from iot_mlops.detector.metrics import DetectorMetrics
 from iot_mlops.detector.records import ModelStamp, Record, episode_records, score_record
-from iot_mlops.events import Reading, ReadingError, decode_reading
+from iot_mlops.events import Reading, ReadingError, check_event_time, decode_reading
 from iot_mlops.scoring.engine import Engine, Result
 
 log = logging.getLogger("iot_mlops.detector")
@@ -40,18 +40,48 @@ class Incoming:
 
 @dataclass(frozen=True)
 class DeadLetter:
+    """A refused message as it goes to the DLQ: its value and key cut to the settings'
+    bounds, so that a copy of a huge input still fits the broker's message limit."""
+
     message: Incoming
     error: ReadingError
+    value: bytes | None
+    key: bytes | None
+
+    @classmethod
+    def of(cls, msg: Incoming, error: ReadingError, settings: Settings) -> DeadLetter:
+        value = _cut(msg.value, settings.dlq_max_value_bytes)
+        return cls(msg, error, value, _cut(msg.key, settings.dlq_max_key_bytes))
+
+    @property
+    def truncated(self) -> bool:
+        m = self.message
+        return _size(self.value) < _size(m.value) or _size(self.key) < _size(m.key)
 
     def headers(self) -> list[tuple[str, bytes]]:
         m, e = self.message, self.error
-        return [
+        headers = [
             ("reason", e.reason.encode()),
             ("detail", e.detail[:500].encode("utf-8", "replace")),
             ("source.topic", m.topic.encode()),
             ("source.partition", str(m.partition).encode()),
             ("source.offset", str(m.offset).encode()),
         ]
+        if self.truncated:
+            headers += [
+                ("truncated", b"true"),
+                ("original.value.size", str(_size(m.value)).encode()),
+                ("original.key.size", str(_size(m.key)).encode()),
+            ]
+        return headers
+
+
+def _cut(data: bytes | None, limit: int) -> bytes | None:
+    return data if data is None or len(data) <= limit else data[:limit]
+
+
+def _size(data: bytes | None) -> int:
+    return 0 if data is None else len(data)
 
 
 @dataclass(frozen=True)
@@ -68,9 +98,9 @@ class SeriesGauge:
 
 @dataclass
 class MetricDeltas:
-    """What the batch changes in the metrics. ``observed``: applied before the commit (as
-    scores are seen); ``committed``: applied once the transaction is committed, so a redone
-    batch is not counted twice."""
+    """What the batch changes in the metrics. Counts and histograms are applied only once the
+    batch's transaction is committed (``apply_committed``), so a batch that aborts and is
+    redone is counted once; only the latest-value gauges are set before (``apply_observed``)."""
 
     scores: list[tuple[str, str, float]] = field(default_factory=list)  # (type, metric, score)
     true_positives: Tally[tuple[str, str]] = field(default_factory=Tally)
@@ -81,6 +111,7 @@ class MetricDeltas:
     anomalies: Tally[tuple[str, str]] = field(default_factory=Tally)
     episode_events: Tally[tuple[str, str]] = field(default_factory=Tally)  # (level, event)
     dead_letters: Tally[str] = field(default_factory=Tally)
+    dead_letters_truncated: Tally[str] = field(default_factory=Tally)  # by reason
     stamps_ms: list[int] = field(default_factory=list)  # Kafka timestamps of the messages
 
 
@@ -148,9 +179,13 @@ def _decode(
         out.deltas.stamps_ms.append(msg.timestamp_ms)
         try:
             r = decode_reading(msg.value, settings.max_message_bytes)
+            check_event_time(r, msg.timestamp_ms, *event_time_bounds_ms(settings))
         except ReadingError as e:
-            out.dead_letters.append(DeadLetter(msg, e))
+            dl = DeadLetter.of(msg, e, settings)
+            out.dead_letters.append(dl)
             out.deltas.dead_letters[e.reason] += 1
+            if dl.truncated:
+                out.deltas.dead_letters_truncated[e.reason] += 1
             continue
         decoded.readings.append(r)
         decoded.sources.append((msg.partition, msg.offset))
@@ -158,6 +193,14 @@ def _decode(
     if stale:
         log.info("skipped %d message(s) of partitions revoked meanwhile", stale)
     return decoded
+
+
+def event_time_bounds_ms(settings: Settings) -> tuple[int, int]:
+    """(max ahead, max behind) of a reading's event time against its record timestamp."""
+    return (
+        round(settings.event_time_max_ahead_s * 1000),
+        round(settings.event_time_max_behind_s * 1000),
+    )
 
 
 def _count(results: list[Result], out: BatchOutput) -> None:
@@ -211,28 +254,29 @@ class SeriesGauges:
 
 
 def apply_observed(d: MetricDeltas, m: DetectorMetrics, gauges: SeriesGauges) -> None:
+    """Before the commit: the latest-value gauges only (setting them again is harmless)."""
+    for g in d.series:
+        gauges.set(g)
+
+
+def apply_committed(d: MetricDeltas, m: DetectorMetrics, done_ms: float) -> None:
+    """Once the batch's transaction is committed: every count and histogram."""
     for dtype, metric, score in d.scores:
         m.anomaly_score.labels(dtype, metric).observe(score)
     for tally, counter in (
         (d.true_positives, m.true_positives),
         (d.false_positives, m.false_positives),
         (d.false_negatives, m.false_negatives),
+        (d.outcomes, m.readings),
+        (d.anomalies, m.anomalies),
+        (d.episode_events, m.episode_events),
     ):
         for labels, n in tally.items():
             counter.labels(*labels).inc(n)
-    for g in d.series:
-        gauges.set(g)
-
-
-def apply_committed(d: MetricDeltas, m: DetectorMetrics, done_ms: float) -> None:
-    for labels, n in d.outcomes.items():
-        m.readings.labels(*labels).inc(n)
-    for labels, n in d.anomalies.items():
-        m.anomalies.labels(*labels).inc(n)
-    for labels, n in d.episode_events.items():
-        m.episode_events.labels(*labels).inc(n)
     for reason, n in d.dead_letters.items():
         m.dead_letters.labels(reason).inc(n)
+    for reason, n in d.dead_letters_truncated.items():
+        m.dead_letters_truncated.labels(reason).inc(n)
     for ts in d.stamps_ms:
         if ts > 0:
             m.detection_latency.observe(max(0.0, (done_ms - ts) / 1000))

@@ -49,6 +49,20 @@ class DetectorMetrics:
             ("reason",),
             registry=r,
         )
+        self.dead_letters_truncated = Counter(
+            "iot_dead_letter_truncated",
+            "Dead letters whose copied value or key was cut to the DLQ bounds, by reason",
+            ("reason",),
+            registry=r,
+        )
+        # output: anomalies | scores | dlq. A record the broker refuses for good (e.g. too
+        # large) is replaced by a minimal dead letter naming it, so its offset can commit.
+        self.unpublishable = Counter(
+            "iot_unpublishable_records",
+            "Output records refused for good and replaced by a minimal dead letter",
+            ("output",),
+            registry=r,
+        )
         self.anomaly_score = Histogram(
             "iot_anomaly_score",
             "Anomaly score of scored readings",
@@ -62,9 +76,15 @@ class DetectorMetrics:
             ("topic", "partition"),
             registry=r,
         )
+        # result: committed | aborted (an aborted batch is redone; nothing of it is counted)
         self.transactions = Counter(
             "iot_transactions", "Kafka transactions by result", ("result",), registry=r
         )
+        self.commit_seconds = Histogram(
+            "iot_transaction_commit_duration_seconds",
+            "One batch's transaction, begin to committed",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
 
     def _model(self, r: CollectorRegistry) -> None:
         """The model: its calls, the latency and series state it implies, its reloads and the

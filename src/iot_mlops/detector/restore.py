@@ -11,8 +11,8 @@ import time
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from iot_mlops.config import Settings
-from iot_mlops.detector.batch import Partition
-from iot_mlops.events import Reading, ReadingError, decode_reading
+from iot_mlops.detector.batch import Partition, event_time_bounds_ms
+from iot_mlops.events import Reading, ReadingError, check_event_time, decode_reading
 from iot_mlops.kafka import clients
 from iot_mlops.scoring.engine import Engine
 
@@ -81,9 +81,13 @@ def _read_history(
     history: list[Reading] = []
     series: dict[Partition, set[str]] = {}
 
+    bounds = event_time_bounds_ms(s)
+
     def take(msg: Message) -> None:
         try:
             r = decode_reading(msg.value(), s.max_message_bytes)
+            # What the live path dead-lettered must not reach the state on a rebuild either.
+            check_event_time(r, msg.timestamp()[1], *bounds)
         except ReadingError:
             return
         series.setdefault((msg.topic(), msg.partition()), set()).add(r.series_id)

@@ -180,8 +180,10 @@ class Detector:
         for key, series in out.series.items():
             self.partition_series.setdefault(key, set()).update(series)
         apply_observed(out.deltas, self.metrics, self.gauges)
-        self.transactions.commit(out)
-        apply_committed(out.deltas, self.metrics, time.time() * 1000)
+        # Counted only once committed: an aborted batch is redone and counted then (counting
+        # it here too made a permanent abort loop look like a healthy stream).
+        if self.transactions.commit(out):
+            apply_committed(out.deltas, self.metrics, time.time() * 1000)
         self.metrics.series_tracked.set(len(self.engine.series))
         self.metrics.series_warming_up.set(self.engine.warming_up())
         self.batches += 1

@@ -20,11 +20,19 @@ import time
 import uuid
 from collections.abc import Callable
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from iot_mlops.config import Settings
 from iot_mlops.detector.batch import BatchOutput, Partition
 from iot_mlops.detector.metrics import DetectorMetrics
+from iot_mlops.detector.publish import Outgoing, Publisher
 from iot_mlops.kafka import clients
 
 log = logging.getLogger("iot_mlops.detector")
@@ -34,11 +42,14 @@ SEND_OFFSETS_DEADLINE_S = 45
 
 # Called after a rewind with the committed offsets of the partitions sought back.
 OnRewind = Callable[[list[TopicPartition]], None]
+OnDelivery = Callable[[KafkaError | None, Message], None]
 
 
-def new_producer(settings: Settings) -> Producer:
-    """A transactional, idempotent producer with its transactions initialised."""
+def new_producer(settings: Settings, on_delivery: OnDelivery | None = None) -> Producer:
+    """A transactional, idempotent producer with its transactions initialised; failed
+    deliveries are reported to ``on_delivery``."""
     s = settings
+    extra = {"on_delivery": on_delivery, "delivery.report.only.error": True} if on_delivery else {}
     p = clients.producer(
         s,
         **{
@@ -48,6 +59,7 @@ def new_producer(settings: Settings) -> Producer:
             "linger.ms": 5,
             "transaction.timeout.ms": s.transaction_timeout_ms,
             "error_cb": clients.log_kafka_error,
+            **extra,
         },
     )
     p.init_transactions(60)
@@ -68,42 +80,59 @@ class Transactions:
         self.settings, self.metrics, self.consumer = settings, metrics, consumer
         self.owned = owned  # the runner's live set of assigned partitions
         self.on_rewind = on_rewind
-        self.producer = new_producer(settings)
+        self.publisher = Publisher(settings.dlq_topic, settings.dlq_max_key_bytes)
+        self.producer = new_producer(settings, self.publisher.on_delivery)
 
-    def commit(self, out: BatchOutput) -> None:
-        """Records + consumed offsets in one transaction; rewound if it aborts."""
+    def commit(self, out: BatchOutput) -> bool:
+        """Records + consumed offsets in one transaction; True once committed. An aborted
+        batch is rewound (False): the caller counts nothing of it, it is redone."""
         if not out.offsets:
-            return  # nothing consumed that this replica owns (e.g. only stale messages)
-        p = self.producer
+            return False  # nothing consumed that this replica owns (e.g. only stale messages)
+        p, t0 = self.producer, time.monotonic()
         try:
             p.begin_transaction()
-            self._produce(p, out)
+            self.publisher.begin()
+            for rec in outgoing(self.settings, out):
+                self.publisher.produce(p, rec)
             offsets = [TopicPartition(t, part, off) for (t, part), off in out.offsets.items()]
             if not self._send_offsets(p, offsets):
                 self._replace_hung_producer(list(out.offsets))
-                return
+                return False
             self._commit_transaction(p)
-            self.metrics.transactions.labels(result="committed").inc()
         except KafkaException as e:
             err: KafkaError = e.args[0]
             if err.txn_requires_abort():
                 log.warning(
                     "transaction aborted (%s); redoing the batch from committed offsets", err
                 )
-                p.abort_transaction(60)
+                self._abort(p)
                 self.metrics.transactions.labels(result="aborted").inc()
                 self.rewind(list(out.offsets))
-                return
+                return False
             raise
+        self.metrics.transactions.labels(result="committed").inc()
+        self.metrics.commit_seconds.observe(time.monotonic() - t0)
+        for output in self.publisher.replaced:
+            self.metrics.unpublishable.labels(output).inc()
+        return True
 
-    def _produce(self, p: Producer, out: BatchOutput) -> None:
-        s = self.settings
-        for key, value in out.anomalies:
-            p.produce(s.anomalies_topic, value=value, key=key)
-        for key, value in out.scores:
-            p.produce(s.scores_topic, value=value, key=key)
-        for dl in out.dead_letters:
-            p.produce(s.dlq_topic, value=dl.message.value, key=dl.message.key, headers=dl.headers())
+    def _abort(self, p: Producer) -> None:
+        """Abort, retrying what librdkafka says to retry ("retry call to resume"); a producer
+        that still cannot abort is replaced (the broker aborts its transaction after
+        ``transaction.timeout.ms``; its records never become visible)."""
+        for attempt in range(5):
+            try:
+                p.abort_transaction(60)
+                return
+            except KafkaException as e:
+                err: KafkaError = e.args[0]
+                transient = err.retriable() or err.code() == KafkaError._TIMED_OUT
+                if not transient or attempt == 4:
+                    log.error("aborting the transaction failed (%s); replacing the producer", err)
+                    self.producer = new_producer(self.settings, self.publisher.on_delivery)
+                    return
+                log.warning("aborting the transaction failed (%s); retrying", err)
+                time.sleep(min(5.0, 0.2 * 2**attempt))
 
     def _replace_hung_producer(self, partitions: list[Partition]) -> None:
         # librdkafka can block in send_offsets_to_transaction() forever, past its
@@ -118,7 +147,7 @@ class Transactions:
             "and redoing the batch from committed offsets", SEND_OFFSETS_DEADLINE_S,
         )  # fmt: skip
         self.metrics.transactions.labels(result="aborted").inc()
-        self.producer = new_producer(self.settings)
+        self.producer = new_producer(self.settings, self.publisher.on_delivery)
         self.rewind(partitions)
 
     def _send_offsets(self, p: Producer, offsets: list[TopicPartition]) -> bool:
@@ -197,3 +226,15 @@ class Transactions:
 
     def close(self) -> None:
         self.producer.flush(10)
+
+
+def outgoing(settings: Settings, out: BatchOutput) -> list[Outgoing]:
+    """The batch's records in publication order: anomalies, score records, dead letters."""
+    s = settings
+    recs = [Outgoing("anomalies", s.anomalies_topic, k, v) for k, v in out.anomalies]
+    recs += [Outgoing("scores", s.scores_topic, k, v) for k, v in out.scores]
+    recs += [
+        Outgoing("dlq", s.dlq_topic, dl.key, dl.value, tuple(dl.headers()))
+        for dl in out.dead_letters
+    ]
+    return recs
