@@ -135,7 +135,7 @@ def test_shapes_order_and_grid(impl: Impl) -> None:
         assert (fc.quantiles[lo] <= fc.quantiles[hi]).all()
     # Reversed rows: the same forecasts, reversed.
     rev = ctx.select(range(len(ctx) - 1, -1, -1))
-    assert_same(m.forecast(rev), fc.select(range(len(fc) - 1, -1, -1)), impl.exact)
+    assert_same(m.forecast(rev), fc.select(range(len(fc.ids) - 1, -1, -1)), impl.exact)
 
 
 @pytest.mark.integration

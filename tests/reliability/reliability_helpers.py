@@ -127,20 +127,22 @@ class Reference:
     seconds: float  # how long the uninterrupted run took to commit everything
 
 
-def private_services(base: Settings, state_dir: Path) -> Settings:
-    """``base`` with its own state dir and free ports for Kafka and MLflow, so a test can stop
-    and start its services without touching the session's."""
-    kafka, controller, mlflow = free_port(), free_port(), free_port()
-    return base.model_copy(
-        update={
-            "state_dir": state_dir,
-            "kafka_port": kafka,
-            "kafka_controller_port": controller,
-            "kafka_bootstrap_servers": f"127.0.0.1:{kafka}",
-            "mlflow_port": mlflow,
-            "mlflow_tracking_uri": f"http://127.0.0.1:{mlflow}",
-        }
-    )
+def private_services(base: Settings, state_dir: Path, *services: str) -> Settings:
+    """``base`` with its own state dir and free ports for the named services ("kafka",
+    "mlflow"), so a test can stop and start them without touching the session's; the other
+    services stay the session's."""
+    update: dict[str, object] = {"state_dir": state_dir}
+    if "kafka" in services:
+        port = free_port()
+        update.update(
+            kafka_port=port,
+            kafka_controller_port=free_port(),
+            kafka_bootstrap_servers=f"127.0.0.1:{port}",
+        )
+    if "mlflow" in services:
+        port = free_port()
+        update.update(mlflow_port=port, mlflow_tracking_uri=f"http://127.0.0.1:{port}")
+    return base.model_copy(update=update)
 
 
 def fresh_topics(base: Settings, prefix: str, partitions: int = 3, rf: int = 1) -> Settings:

@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
 @pytest.fixture
 def broker(stack_settings: Settings, tmp_path: Path) -> Iterator[Kafka]:
-    k = Kafka(private_services(stack_settings, tmp_path / "single"))
+    k = Kafka(private_services(stack_settings, tmp_path / "single", "kafka"))
     try:
         k.start()
         k.wait_healthy(90)

@@ -46,7 +46,7 @@ def private_mlflow(
     stack_settings: Settings, production_model: ProductionModel, tmp_path: Path
 ) -> Iterator[MLflow]:
     """A stopped MLflow service whose store is a copy of the session's (model included)."""
-    svc = MLflow(private_services(stack_settings, tmp_path / "private"))
+    svc = MLflow(private_services(stack_settings, tmp_path / "private", "mlflow"))
     src = MLflow(stack_settings).dir
     svc.dir.mkdir(parents=True)
     with sqlite3.connect(src / "mlflow.db") as a, sqlite3.connect(svc.dir / "mlflow.db") as b:

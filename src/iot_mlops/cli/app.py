@@ -264,7 +264,9 @@ def _backfill(
 
     if parquet is not None:
         return sim.backfill_to_parquet(s, parquet, hours, end_ms, anomaly_rate)
-    return sim.backfill_to_kafka(s, hours, end_ms, anomaly_rate, progress=progress, console=console)
+    return sim.backfill_to_kafka(
+        s, hours, end_ms=end_ms, anomaly_rate=anomaly_rate, progress=progress, console=console
+    )
 
 
 @app.command("collect")
@@ -284,9 +286,8 @@ def collect(
     from iot_mlops.data.collect import collect as run_collect
 
     s = settings_from(input_topic=topic)
-    report = run_collect(
-        s, out_path, _parse_time(until, "--until"), progress=progress, console=console
-    )
+    until_ms = _parse_time(until, "--until")
+    report = run_collect(s, out_path, until_ms=until_ms, progress=progress, console=console)
     out.print(report.render())
 
 

@@ -114,6 +114,7 @@ def _end_offsets(consumer: Consumer, settings: Settings, topic: str) -> dict[int
 def collect(
     settings: Settings,
     out: Path,
+    *,
     until_ms: int | None = None,
     progress: bool = True,
     console: Console | None = None,

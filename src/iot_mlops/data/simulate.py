@@ -393,6 +393,7 @@ def backfill_to_parquet(
 def backfill_to_kafka(
     settings: Settings,
     hours: float,
+    *,
     end_ms: int | None = None,
     anomaly_rate: float = DEFAULT_ANOMALY_RATE,
     progress: bool = True,

@@ -381,7 +381,7 @@ def evaluate(
     summary = summarise(s, inputs, st, opts, extra)
     scores_path = write_scores(out_dir, report, summary)
     params = _params(s, data_dir, labels_path, inputs, opts, partitions, batch_max_messages)
-    run_id = log_evaluation(s, scores_path, report, summary, params)
+    run_id = log_evaluation(s, scores_path, report=report, summary=summary, params=params)
     return EvaluationResult(report, scores_path, summary, run_id)
 
 

@@ -111,6 +111,7 @@ def mlflow_metrics(report: ScoreReport, timing: dict[str, float]) -> dict[str, f
 def log_evaluation(
     settings: Settings,
     scores_path: Path,
+    *,
     report: ScoreReport,
     summary: dict[str, Any],
     params: dict[str, Any],

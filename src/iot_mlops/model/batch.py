@@ -104,9 +104,6 @@ class ForecastBatch:
     mean: np.ndarray  # float64 (n, horizon)
     quantiles: dict[float, np.ndarray] = field(default_factory=dict)  # level -> (n, horizon)
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
     @property
     def horizon(self) -> int:
         return int(self.mean.shape[1])
