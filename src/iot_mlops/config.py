@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     kafka_port: int = 9092
     kafka_controller_port: int = 9093
     mlflow_port: int = 5000
+    # Host headers the embedded MLflow accepts, comma-separated (its DNS-rebinding guard);
+    # empty: the bind host (and localhost on loopback), with and without the port.
+    mlflow_allowed_hosts: str = ""
     prometheus_port: int = 9090
     metrics_port: int = 8000
     # The detector's /metrics and /healthz bind here; Compose sets 0.0.0.0 inside containers.

@@ -134,6 +134,9 @@ def test_cli_up_status_down_leaves_no_process(tmp_path: Path) -> None:
     )
     up = _cli("stack", "up", env=env)
     assert up.returncode == 0, up.stdout + up.stderr
+    # It says what happens, not how the health probe's client retries (issue 13, item 10).
+    assert "kafka: healthy" in up.stderr + up.stdout
+    assert "Connection refused" not in up.stderr + up.stdout, up.stderr
     status = _cli("stack", "status", env=env)
     assert status.returncode == 0, status.stdout + status.stderr
     assert "kafka" in status.stdout and "healthy" in status.stdout
