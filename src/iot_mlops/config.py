@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     batch_max_messages: int = Field(5000, ge=1)
     poll_timeout_s: float = Field(0.5, gt=0)
     alias_poll_interval_s: float = Field(10.0, gt=0)
+    # A version that failed to load is retried after the poll interval, doubling per failed
+    # attempt up to this many seconds.
+    model_retry_max_s: float = Field(300.0, gt=0)
     # Messages per partition re-read before the committed offset to rebuild series state.
     rebuild_messages: int = Field(20_000, ge=0)
     # Of those, each series replays its last context + 2 horizons + this many readings (the
