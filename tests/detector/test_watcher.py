@@ -8,6 +8,7 @@ import logging
 import shutil
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -133,3 +134,33 @@ def test_loading_a_model_prints_no_artifact_progress_bars(
     assert str(model.version) == pm.version
     out, err = capfd.readouterr()
     assert "Downloading artifacts" not in out + err, err[-500:]
+
+
+@pytest.mark.unit
+def test_retries_back_off_doubling_up_to_the_cap_and_only_when_due() -> None:
+    """The schedule itself (no I/O): delays double from the poll interval to the cap; a poll
+    before the retry is due does not try again; a success clears the failure."""
+    s = Settings(alias_poll_interval_s=1.0, model_retry_max_s=4.0)
+    metrics, outcomes = DetectorMetrics(), iter([RuntimeError("artifact timeout")] * 4)
+
+    def load(_s: Settings, version: str) -> object:
+        outcome = next(outcomes, None)
+        if outcome is not None:
+            raise outcome
+        return f"model {version}"
+
+    watcher = ModelWatcher(s, metrics, threading.Event(), resolve=lambda _s: "7", load=load)
+    delays = []
+    for _ in range(4):
+        watcher.poll_once()
+        failure = watcher.failed["7"]
+        delays.append(round(failure.retry_at - time.monotonic()))
+        watcher.poll_once()  # not due yet: no attempt
+        assert watcher.failed["7"] is failure
+        failure.retry_at = 0.0  # due now
+    assert delays == [1, 2, 4, 4]
+    assert watcher.failed["7"].attempts == 4 and watcher.failed["7"].reason == "artifact timeout"
+    name = "iot_model_reloads_total"
+    assert metrics.registry.get_sample_value(name, {"result": "failure"}) == 4
+    watcher.poll_once()
+    assert watcher.current == "7" and "7" not in watcher.failed and watcher.take() == "model 7"
