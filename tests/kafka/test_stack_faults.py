@@ -182,3 +182,9 @@ def test_mlflow_refuses_host_headers_it_does_not_serve(stack: Stack) -> None:
     assert status(f"rebind.example:{port}") == 403
     assert status(f"127.0.0.1:{port}") == 200
     assert status(f"localhost:{port}") == 200
+
+
+def test_down_on_a_dir_never_started_stops_nothing_and_creates_nothing(tmp_path: Path) -> None:
+    state = tmp_path / "never-started"
+    assert Stack(Settings(state_dir=state)).down() == []
+    assert not state.exists()

@@ -1,8 +1,9 @@
 """The embedded local stack: real Kafka (KRaft), MLflow and Prometheus as background processes.
 
 Everything lives under ``settings.state_dir``: configs, data, logs and pid files, so data
-survives ``down``/``up`` and ``down`` stops exactly what ``up`` started. The test fixtures use
-this same code on free ports in a temporary directory.
+survives ``down``/``up`` and ``down`` stops exactly what ``up`` started, children included,
+even after a parent was killed (see ``procs``); ``up`` and ``down`` hold a lock on the dir.
+The test fixtures use this same code on free ports in a temporary directory.
 """
 
 from __future__ import annotations
@@ -419,6 +420,8 @@ class Stack:
         on_event(f"{svc.name}: healthy at {svc.url}")
 
     def down(self) -> list[str]:
+        if not self.s.state_dir.exists():
+            return []  # never started here: nothing to stop, and no dir to create
         with stack_lock(self.s.state_dir.resolve(), "down"):
             return [svc.name for svc in reversed(self.services) if svc.stop()]
 
