@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     kafka_port: int = 9092
     kafka_controller_port: int = 9093
     mlflow_port: int = 5000
+    # Host headers the embedded MLflow accepts, comma-separated (its DNS-rebinding guard);
+    # empty: the bind host (and localhost on loopback), with and without the port.
+    mlflow_allowed_hosts: str = ""
     prometheus_port: int = 9090
     metrics_port: int = 8000
     # The detector's /metrics and /healthz bind here; Compose sets 0.0.0.0 inside containers.
@@ -135,6 +138,9 @@ class Settings(BaseSettings):
     batch_max_messages: int = Field(5000, ge=1)
     poll_timeout_s: float = Field(0.5, gt=0)
     alias_poll_interval_s: float = Field(10.0, gt=0)
+    # A version that failed to load is retried after the poll interval, doubling per failed
+    # attempt up to this many seconds.
+    model_retry_max_s: float = Field(300.0, gt=0)
     # Messages per partition re-read before the committed offset to rebuild series state.
     rebuild_messages: int = Field(20_000, ge=0)
     # Of those, each series replays its last context + 2 horizons + this many readings (the

@@ -132,12 +132,22 @@ def test_cli_up_status_down_leaves_no_process(tmp_path: Path) -> None:
         IOT_MLOPS_PROMETHEUS_PORT=str(free_port()),
         IOT_MLOPS_INPUT_PARTITIONS="2",
     )
+    try:
+        _up_status_down(tmp_path / "state", env)
+    finally:  # a failed assertion must not leave the stack running
+        _cli("stack", "down", env=env)
+
+
+def _up_status_down(state: Path, env: dict[str, str]) -> None:
     up = _cli("stack", "up", env=env)
     assert up.returncode == 0, up.stdout + up.stderr
+    # It says what happens, not how the health probe's client retries (issue 13, item 10).
+    assert "kafka: healthy" in up.stderr + up.stdout
+    assert "Connection refused" not in up.stderr + up.stdout, up.stderr
     status = _cli("stack", "status", env=env)
     assert status.returncode == 0, status.stdout + status.stderr
     assert "kafka" in status.stdout and "healthy" in status.stdout
-    pids = [int(p) for p in _pids(tmp_path / "state")]
+    pids = [int(p) for p in _pids(state)]
     assert len(pids) >= 2
     down = _cli("stack", "down", env=env)
     assert down.returncode == 0 and "stopped" in down.stderr
@@ -145,7 +155,7 @@ def test_cli_up_status_down_leaves_no_process(tmp_path: Path) -> None:
     after = _cli("stack", "status", env=env)
     assert after.returncode == 1 and "stopped" in after.stdout
     # Data survives down/up: the formatted Kafka storage is still there.
-    assert (tmp_path / "state" / "kafka" / "data" / "meta.properties").exists()
+    assert (state / "kafka" / "data" / "meta.properties").exists()
 
 
 def _pids(state: Path) -> list[str]:

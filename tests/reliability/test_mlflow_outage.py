@@ -166,10 +166,12 @@ def test_registry_down_at_start_while_running_and_bad_models(
         client = mlflow.MlflowClient(tracking_uri=svc.url, registry_uri=svc.url)
         for i, version in enumerate((bad, missing), start=1):
             client.set_registered_model_alias(s.model_name, s.model_alias, version)
+            # Failed versions are retried with backoff, so each may count more than once.
             wait_until(
-                lambda i=i: metric_sum(
+                lambda i=i, v=version: metric_sum(
                     scrape(port), "iot_model_reloads_total", result="failure"
-                ) == i, 120, f"failure {i} counted",
+                ) >= i and f"version {v} failed; keeping version" in _flat(log),
+                120, f"failure {i} counted and logged",
             )  # fmt: skip
         n3 = produce_frame(s, _frame(pm, 100, 100))
         wait_until(lambda: caught_up(s), 240, "readings scored after the failed reloads")
@@ -179,7 +181,7 @@ def test_registry_down_at_start_while_running_and_bad_models(
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert metric_sum(m, "iot_model_reloads_total", result="failure") == 2
+    assert metric_sum(m, "iot_model_reloads_total", result="failure") >= 2
     assert metric_sum(m, "iot_model_reloads_total", result="success") == 1
     assert metric_sum(m, "iot_model_info", model_version=pm.version) == 1
     assert metric_sum(m, "iot_readings_total") == n1 + n2 + n3
@@ -205,6 +207,10 @@ def test_registry_down_at_start_while_running_and_bad_models(
         },
     )
     assert not problems, problems[:5]
+
+
+def _flat(log: Path) -> str:
+    return " ".join(log.read_text(errors="replace").split())  # rich wraps long lines
 
 
 def committed(s: Settings) -> int:

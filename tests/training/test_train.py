@@ -38,6 +38,13 @@ def trained(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @slow_integration
+def test_train_output_says_what_happens_without_progress_bars(trained: dict[str, Any]) -> None:
+    """MLflow's per-file "Downloading artifacts" bars are plumbing (issue 13, item 10)."""
+    assert "log the run and register the model" in trained["output"], trained["output"]
+    assert "Downloading artifacts" not in trained["output"], trained["output"][-2000:]
+
+
+@slow_integration
 def test_train_logs_one_run_with_params_and_metrics(trained: dict[str, Any]) -> None:
     runs = trained["runs"]
     assert len(runs) == 1

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from iot_mlops.config import Settings
 from iot_mlops.detector.metrics import DetectorMetrics
@@ -29,10 +31,20 @@ def default_loader(settings: Settings, version: str) -> ForecasterLike:
     return load_forecaster(settings, version=version)
 
 
+@dataclass
+class LoadFailure:
+    """A version whose last load failed: how often, why, and when to try again."""
+
+    attempts: int
+    reason: str
+    retry_at: float  # time.monotonic()
+
+
 class ModelWatcher(threading.Thread):
     """Polls the registry alias and loads a newly promoted version in the background; the
     runner swaps it in between batches. A version that fails to load is counted, logged and
-    not retried until the alias moves again; the old model keeps serving."""
+    retried with capped exponential backoff (MLflow may restart between resolve and load, an
+    artifact download may time out); the old model keeps serving meanwhile."""
 
     def __init__(
         self,
@@ -46,7 +58,8 @@ class ModelWatcher(threading.Thread):
         self.settings, self.metrics, self.stop_event = settings, metrics, stop
         self.resolve, self.load = resolve, load
         self.current: str | None = None
-        self.failed: set[str] = set()
+        # Versions whose last load attempt failed (cleared when one loads).
+        self.failed: dict[str, LoadFailure] = {}
         self._pending: ForecasterLike | None = None
         self._lock = threading.Lock()
         self.wake = threading.Event()
@@ -59,22 +72,35 @@ class ModelWatcher(threading.Thread):
     def poll_once(self) -> None:
         s = self.settings
         version = self._resolve()
-        if version is None or version == self.current or version in self.failed:
+        if version is None or version == self.current:
+            return
+        failure = self.failed.get(version)
+        if failure is not None and time.monotonic() < failure.retry_at:
             return
         log.info("loading %s version %s (alias %s)", s.model_name, version, s.model_alias)
         try:
             model = self.load(s, version)
         except Exception as e:
-            self.failed.add(version)
-            self.metrics.model_reloads.labels(result="failure").inc()
-            log.error(
-                "loading %s version %s failed; keeping version %s: %s",
-                s.model_name, version, self.current, str(e).splitlines()[0][:300],
-            )  # fmt: skip
+            self._failed(version, str(e).splitlines()[0][:300] if str(e) else type(e).__name__)
             return
+        self.failed.pop(version, None)
         with self._lock:
             self._pending = model
         self.current = version
+
+    def _failed(self, version: str, reason: str) -> None:
+        """Count and log one failed attempt; schedule the next one (doubling, capped)."""
+        s = self.settings
+        attempts = self.failed[version].attempts + 1 if version in self.failed else 1
+        delay = min(s.model_retry_max_s, s.alias_poll_interval_s * 2 ** min(attempts - 1, 30))
+        self.failed[version] = LoadFailure(attempts, reason, time.monotonic() + delay)
+        self.metrics.model_reloads.labels(result="failure").inc()
+        log.error(
+            "loading %s version %s failed; keeping %s (attempt %d, next in %.0f s): %s",
+            s.model_name, version,
+            f"version {self.current}" if self.current else "no model (waiting)",
+            attempts, delay, reason,
+        )  # fmt: skip
 
     def _resolve(self) -> str | None:
         """The version the alias points at; None (logged) when unknown or unset."""

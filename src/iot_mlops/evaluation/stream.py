@@ -26,6 +26,8 @@ from iot_mlops.evaluation.grid import DEVICE_TYPE
 
 # No committed progress for this long while the detector runs: something is stuck.
 STALL_TIMEOUT_S = 600.0
+# The watcher retries a failed load (the registry may be restarting); give up after this many.
+LOAD_ATTEMPTS = 3
 
 
 @dataclass
@@ -257,9 +259,11 @@ def run_detector(
             while True:
                 if det.failure:  # type: ignore[attr-defined]
                     break
-                if version in det.watcher.failed:
+                failure = det.watcher.failed.get(version)
+                if failure is not None and failure.attempts >= LOAD_ATTEMPTS:
                     raise ModelError(
-                        f"the detector could not load {settings.model_name} version {version}"
+                        f"the detector could not load {settings.model_name} version {version} "
+                        f"({failure.attempts} attempts): {failure.reason}"
                     )
                 if loaded_at is None and det.engine is not None:
                     loaded_at = time.perf_counter() - t0

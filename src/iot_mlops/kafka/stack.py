@@ -1,17 +1,17 @@
 """The embedded local stack: real Kafka (KRaft), MLflow and Prometheus as background processes.
 
 Everything lives under ``settings.state_dir``: configs, data, logs and pid files, so data
-survives ``down``/``up`` and ``down`` stops exactly what ``up`` started. The test fixtures use
-this same code on free ports in a temporary directory.
+survives ``down``/``up`` and ``down`` stops exactly what ``up`` started, children included,
+even after a parent was killed (see ``procs``); ``up`` and ``down`` hold a lock on the dir.
+The test fixtures use this same code on free ports in a temporary directory.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
+import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +25,7 @@ import psutil
 
 from iot_mlops.config import Settings
 from iot_mlops.errors import ServiceError
+from iot_mlops.kafka.procs import OWNER_ENV, owned_processes, stack_lock, terminate
 
 KAFKA_LOG4J = """\
 status = warn
@@ -42,6 +43,12 @@ logger.apache.level = WARN
 logger.state.name = state.change.logger
 logger.state.level = WARN
 """
+
+
+# The health probe's librdkafka log goes here and nowhere else.
+_QUIET = logging.getLogger("iot_mlops.kafka.probe")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False
 
 
 @dataclass(frozen=True)
@@ -114,7 +121,7 @@ class Service:
                 stdin=subprocess.DEVNULL,
                 cwd=self.dir,
                 start_new_session=True,
-                env=self.env(),
+                env={**self.env(), OWNER_ENV: str(self.dir)},
             )
         create_time = psutil.Process(proc.pid).create_time()
         self.pidfile.write_text(json.dumps({"pid": proc.pid, "create_time": create_time}))
@@ -140,24 +147,20 @@ class Service:
             fix=f"read {self.log}; raise IOT_MLOPS_STARTUP_TIMEOUT_S if the machine is slow",
         )
 
-    def stop(self, timeout: float = 30.0) -> bool:
-        pid = self.pid()
-        if pid is None:
-            self.pidfile.unlink(missing_ok=True)
-            return False
+    def stop(self, timeout: float = 30.0) -> list[int]:
+        """Stop every process of this service, also those a killed parent left behind (found
+        by their environment marker): SIGTERM, wait, SIGKILL. Returns the pids stopped."""
+        procs = owned_processes(str(self.dir))
         try:
-            procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-        except psutil.NoSuchProcess:
-            procs = []
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGTERM)
-        _, alive = psutil.wait_procs(procs, timeout=timeout)
-        for p in alive:
-            with contextlib.suppress(psutil.Error):
-                p.kill()
-        psutil.wait_procs(alive, timeout=5)
+            group: int | None = int(json.loads(self.pidfile.read_text())["pid"])
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            group = None
+        # The recorded leader's group, only while one of ours is still in it (pids are reused).
+        if group is not None and not any(_pgid(p) == group for p in procs):
+            group = None
+        stopped = terminate(procs, group, timeout) if procs else []
         self.pidfile.unlink(missing_ok=True)
-        return True
+        return stopped
 
     def status(self) -> ServiceStatus:
         pid = self.pid()
@@ -269,7 +272,16 @@ class Kafka(Service):
         from confluent_kafka.admin import AdminClient
 
         try:
-            admin = AdminClient({**self.s.kafka_common(), "socket.timeout.ms": 2000})
+            # Quiet: while the broker starts, librdkafka would print "Connect to ... failed:
+            # Connection refused" on stderr for every retry of this probe.
+            admin = AdminClient(
+                {
+                    **self.s.kafka_common(),
+                    "socket.timeout.ms": 2000,
+                    "log_level": 0,
+                    "logger": _QUIET,
+                }
+            )
             md = admin.list_topics(timeout=2)
             return bool(md.brokers)
         except Exception:
@@ -296,7 +308,19 @@ class MLflow(Service):
             "--artifacts-destination", str(self.dir / "artifacts"),
             "--serve-artifacts",
             "--workers", "1",
+            "--allowed-hosts", ",".join(self.allowed_hosts()),
         ]  # fmt: skip
+
+    def allowed_hosts(self) -> list[str]:
+        """Host headers MLflow accepts (against DNS rebinding): the configured list, else the
+        bind address and, on loopback, localhost, each with and without the port."""
+        if self.s.mlflow_allowed_hosts:
+            return [h.strip() for h in self.s.mlflow_allowed_hosts.split(",") if h.strip()]
+        names = [self.s.bind_host]
+        if self.s.bind_host.startswith("127.") or self.s.bind_host == "localhost":
+            names += ["localhost", "127.0.0.1"]
+        names = list(dict.fromkeys(names))
+        return [*names, *(f"{n}:{self.port}" for n in names)]
 
     def healthy(self) -> bool:
         return _http_ok(f"{self.url}/health")
@@ -345,7 +369,8 @@ class Prometheus(Service):
             f"--config.file={self.dir / 'prometheus.yml'}",
             f"--storage.tsdb.path={self.dir / 'data'}",
             f"--web.listen-address={self.s.bind_host}:{self.port}",
-            "--web.enable-lifecycle",
+            # No --web.enable-lifecycle: it opens an unauthenticated /-/quit and /-/reload.
+            # The config is rewritten only before a start; a reload would be SIGHUP.
         ]
 
     def healthy(self) -> bool:
@@ -362,31 +387,43 @@ class Stack:
             self.services.append(Prometheus(settings))
 
     def up(self, on_event: Callable[[str], None] = lambda _m: None) -> list[ServiceStatus]:
-        for svc in self.services:
-            why = svc.available()
-            if why is not None:
-                if isinstance(svc, Prometheus):
-                    on_event(f"skipping prometheus: {why}")
-                    continue
-                raise ServiceError(f"cannot start {svc.name}: {why}")
-            already = svc.pid() is not None
-            on_event(f"{svc.name}: {'already running' if already else 'starting'}")
-            try:
-                svc.start()
-                svc.wait_healthy(self.s.startup_timeout_s)
-            except ServiceError:
-                svc.stop()
-                raise
-            on_event(f"{svc.name}: healthy at {svc.url}")
-        from iot_mlops.kafka.topics import ensure_topics
+        with stack_lock(self.s.state_dir.resolve(), "up"):
+            for svc in self.services:
+                why = svc.available()
+                if why is not None:
+                    if isinstance(svc, Prometheus):
+                        on_event(f"skipping prometheus: {why}")
+                        continue
+                    raise ServiceError(f"cannot start {svc.name}: {why}")
+                self._start(svc, on_event)
+            from iot_mlops.kafka.topics import ensure_topics
 
-        created = ensure_topics(self.s)
+            created = ensure_topics(self.s)
         if created:
             on_event(f"created topics: {', '.join(created)}")
         return self.status()
 
+    def _start(self, svc: Service, on_event: Callable[[str], None]) -> None:
+        already = svc.pid() is not None
+        if not already:
+            # Children of a killed earlier run still hold the port: stop them first.
+            left = svc.stop()
+            if left:
+                on_event(f"{svc.name}: stopped {len(left)} leftover process(es) of a previous run")
+        on_event(f"{svc.name}: {'already running' if already else 'starting'}")
+        try:
+            svc.start()
+            svc.wait_healthy(self.s.startup_timeout_s)
+        except ServiceError:
+            svc.stop()
+            raise
+        on_event(f"{svc.name}: healthy at {svc.url}")
+
     def down(self) -> list[str]:
-        return [svc.name for svc in reversed(self.services) if svc.stop()]
+        if not self.s.state_dir.exists():
+            return []  # never started here: nothing to stop, and no dir to create
+        with stack_lock(self.s.state_dir.resolve(), "down"):
+            return [svc.name for svc in reversed(self.services) if svc.stop()]
 
     def status(self) -> list[ServiceStatus]:
         return [svc.status() for svc in self.services]
@@ -403,6 +440,13 @@ def _ensure_port_free(name: str, host: str, port: int, log: Path) -> None:
                 fix=f"stop that process (`ss -ltnp 'sport = :{port}'` shows it) or choose "
                 f"another port with IOT_MLOPS_{name.upper()}_PORT; {name}'s log is {log}",
             ) from None
+
+
+def _pgid(proc: psutil.Process) -> int | None:
+    try:
+        return os.getpgid(proc.pid)
+    except ProcessLookupError:
+        return None
 
 
 def _http_ok(url: str) -> bool:

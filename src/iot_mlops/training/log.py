@@ -134,7 +134,8 @@ def log_and_register(
     png = plot_forecasts(series, ev, workdir / "forecast_vs_actual.png")
     example = input_example(series, settings.context_length)
     signature = infer_signature(example, model.forecast(example))
-    with mlflow.start_run(run_name=f"train-{meta.best_model}") as run:
+    # log_model loads the logged model back to check the input example (a download).
+    with registry.mlflow_env(), mlflow.start_run(run_name=f"train-{meta.best_model}") as run:
         mlflow.log_params(params)
         mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})
         mlflow.log_artifact(str(lb_path))
