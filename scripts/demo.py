@@ -30,7 +30,7 @@ from rich.table import Table
 from iot_mlops.config import Settings
 from iot_mlops.errors import IotMlopsError
 from iot_mlops.events import decode_anomaly, decode_reading
-from iot_mlops.kafka.stack import Stack
+from iot_mlops.kafka.stack import Stack, http_ok
 
 console = Console()
 ROOT = Path(__file__).resolve().parents[1]
@@ -205,7 +205,7 @@ def live_view(
     health = metrics_url.replace("/metrics", "/healthz")
     deadline = time.monotonic() + 600
     with console.status("waiting for the detector to load the model and join the group…"):
-        while not _ok(health):
+        while not http_ok(health):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the detector did not become ready; see its log ({health})")
             for p in procs:
@@ -238,13 +238,6 @@ def live_view(
     finally:
         c.close()
     return m
-
-
-def _ok(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def render(m: dict[str, float], rate: float, latest: deque[dict], elapsed: float) -> Group:

@@ -75,8 +75,16 @@ class Service:
         self.pidfile = self.root / "run" / f"{self.name}.pid"
 
     # --- to override -------------------------------------------------------------------------
-    port: int
-    url: str
+    port_setting: str = ""  # the Settings field holding the service's port
+    scheme: str = "http://"  # of ``url`` ("" for Kafka's host:port)
+
+    @property
+    def port(self) -> int:
+        return int(getattr(self.s, self.port_setting))
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}{self.s.bind_host}:{self.port}"
 
     def available(self) -> str | None:
         """None when the service can run here, else why not (with the fix)."""
@@ -171,15 +179,7 @@ class Service:
 
 
 class Kafka(Service):
-    name = "kafka"
-
-    @property
-    def port(self) -> int:  # type: ignore[override]
-        return self.s.kafka_port
-
-    @property
-    def url(self) -> str:  # type: ignore[override]
-        return f"{self.s.bind_host}:{self.s.kafka_port}"
+    name, port_setting, scheme = "kafka", "kafka_port", ""
 
     @property
     def libs(self) -> Path:
@@ -289,15 +289,7 @@ class Kafka(Service):
 
 
 class MLflow(Service):
-    name = "mlflow"
-
-    @property
-    def port(self) -> int:  # type: ignore[override]
-        return self.s.mlflow_port
-
-    @property
-    def url(self) -> str:  # type: ignore[override]
-        return f"http://{self.s.bind_host}:{self.s.mlflow_port}"
+    name, port_setting = "mlflow", "mlflow_port"
 
     def command(self) -> list[str]:
         return [
@@ -323,19 +315,11 @@ class MLflow(Service):
         return [*names, *(f"{n}:{self.port}" for n in names)]
 
     def healthy(self) -> bool:
-        return _http_ok(f"{self.url}/health")
+        return http_ok(f"{self.url}/health")
 
 
 class Prometheus(Service):
-    name = "prometheus"
-
-    @property
-    def port(self) -> int:  # type: ignore[override]
-        return self.s.prometheus_port
-
-    @property
-    def url(self) -> str:  # type: ignore[override]
-        return f"http://{self.s.bind_host}:{self.s.prometheus_port}"
+    name, port_setting = "prometheus", "prometheus_port"
 
     def available(self) -> str | None:
         if shutil.which("prometheus") is None:
@@ -374,7 +358,7 @@ class Prometheus(Service):
         ]
 
     def healthy(self) -> bool:
-        return _http_ok(f"{self.url}/-/ready")
+        return http_ok(f"{self.url}/-/ready")
 
 
 class Stack:
@@ -449,7 +433,8 @@ def _pgid(proc: psutil.Process) -> int | None:
         return None
 
 
-def _http_ok(url: str) -> bool:
+def http_ok(url: str) -> bool:
+    """Whether ``url`` answers 200 within 2 s."""
     try:
         return httpx.get(url, timeout=2.0).status_code == 200
     except httpx.HTTPError:
