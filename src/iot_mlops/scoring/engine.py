@@ -126,10 +126,11 @@ class Engine:
         self.step_ms = step_ms(model.freq)
         self.horizon = model.prediction_length
         self.calibration = model.calibration
-        if self.liveness is not None:
-            self.silent_ms, self.expire_ms = self.liveness.thresholds_ms(
-                self.step_ms, model.context_length
-            )
+        self.silent_ms, self.expire_ms = (
+            self.liveness.thresholds_ms(self.step_ms, model.context_length)
+            if self.liveness is not None
+            else (0, 0)
+        )
         self.rules = Rules(
             model.calibration,
             channels=self.channel_config,
