@@ -108,6 +108,7 @@ class Engine:
     ) -> None:
         self.liveness = liveness
         self.clocks: dict[Hashable, int] = {}  # per partition, the newest log time seen
+        self._swept: dict[Hashable, int] = {}  # per partition, the step last swept at
         self._device_series: dict[str, int] = {}  # series held per device
         self.channel_config = channels or ChannelConfig()
         self.episode_policy = episodes or EpisodePolicy()
@@ -169,6 +170,7 @@ class Engine:
                 self.devices.pop(st.device_id, None)
         for c in clocks:
             self.clocks.pop(c, None)
+            self._swept.pop(c, None)
 
     def _forget(self, key: str) -> SeriesState | None:
         """Drop a series; its device too once none of the device's series is left."""
@@ -237,21 +239,33 @@ class Engine:
             self.clocks[clock] = max(now, log_ms)
         return before
 
+    def _step_of(self, log_ms: int) -> int:
+        """Log time as liveness reads it: to the model's grid step, so a sweep is due only
+        when a partition's clock enters a new step (once a step, not once a batch)."""
+        return log_ms - log_ms % self.step_ms
+
     def sweep(self) -> list[LivenessEvent]:
         """After a batch: series whose partition's log has moved past them fall silent or
         expire (expired ones are dropped). Deterministic: a function of the log so far."""
         if self.liveness is None:
             return []
+        now = {c: self._step_of(t) for c, t in self.clocks.items()}
+        due = {c: t for c, t in now.items() if self._swept.get(c) != t}
+        if not due:
+            return []  # every series was checked at these times and has only reported since
+        self._swept.update(due)
         out: list[LivenessEvent] = []
-        for key, st in list(self.series.items()):
+        for key, st in self.series.items():
             p = st.presence
-            if p is None or p.clock not in self.clocks:
+            if p is None or p.clock not in due:
                 continue
-            events = check(p, key, st.device_id, self.clocks[p.clock], self.silent_ms,
-                           self.expire_ms)  # fmt: skip
-            out.extend(events)
-            if events and events[-1].kind is Silence.EXPIRED:
-                self._forget(key)
+            idle = due[p.clock] - p.seen_ms
+            if idle < self.silent_ms or (p.silent and idle < self.expire_ms):
+                continue  # nothing due: the common case, kept cheap
+            out.extend(check(p, key, st.device_id, due[p.clock], self.silent_ms, self.expire_ms))
+        for ev in out:
+            if ev.kind is Silence.EXPIRED:
+                self._forget(ev.series_id)
         return out
 
     def _present(self, key: str, i: int, b: _Batch) -> SeriesState:
@@ -263,8 +277,8 @@ class Engine:
         st = self.series.get(key)
         live = b.live.setdefault(i, [])
         if st is not None and st.presence is not None:
-            live += check(st.presence, key, st.device_id, b.before[i], self.silent_ms,
-                          self.expire_ms)  # fmt: skip
+            now = self._step_of(b.before[i])
+            live += check(st.presence, key, st.device_id, now, self.silent_ms, self.expire_ms)
             if live and live[-1].kind is Silence.EXPIRED:
                 self._forget(key)
                 st = None
