@@ -34,6 +34,7 @@ demo: setup
 
 bench: setup
 	$(PY) bench/bench_detector.py
+	$(PY) bench/bench_state.py --series 10000 --readings 300
 
 clean:
 	rm -rf .pytest_cache .ruff_cache .hypothesis

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -147,6 +147,19 @@ class Settings(BaseSettings):
     # span its channels' tail models learn from: tail_window).
     rebuild_scale_points: int = Field(2000, ge=0)
     series_gauge_limit: int = Field(50, ge=0)
+    # A series is silent (one `silent` event, then `resumed` or `expired`) once its
+    # partition's log time (Kafka record timestamps) is this far past its last reading, and
+    # its state is dropped once it is expire_after_s past. 0 = from the served model's grid:
+    # silent after 10 missing steps (10 min at 1-minute data: a gap of a few steps is normal,
+    # ten in a row an outage), expired after one context length of steps (256 min at the
+    # defaults: after such a gap the window is cleared on return anyway, see
+    # scoring/state.py), and at least twice the silence.
+    silent_after_s: float = Field(0.0, ge=0)
+    expire_after_s: float = Field(0.0, ge=0)
+    # device_type and metric_name are metric labels but come from the input: the first this
+    # many distinct values of each are kept, later ones are reported as "other" (counted in
+    # iot_metric_labels_folded_total), so a producer inventing names cannot grow /metrics.
+    max_label_values: int = Field(50, ge=1)
     transaction_timeout_ms: int = Field(60_000, ge=1000)
 
     @field_validator("channels")
@@ -160,6 +173,19 @@ class Settings(BaseSettings):
                 f"unknown channel(s) {', '.join(bad) or '(none)'}; use {','.join(known)}"
             )
         return ",".join(names)
+
+    @model_validator(mode="after")
+    def _expiry_after_silence(self) -> Settings:
+        if (
+            self.silent_after_s
+            and self.expire_after_s
+            and (self.expire_after_s <= self.silent_after_s)
+        ):
+            raise ValueError(
+                f"expire_after_s ({self.expire_after_s:g}) must be longer than "
+                f"silent_after_s ({self.silent_after_s:g})"
+            )
+        return self
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with CLI flags applied; ``None`` means 'flag not given'."""

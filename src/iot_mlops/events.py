@@ -282,7 +282,54 @@ class AnomalyEvent:
         }
 
 
-def encode_anomaly(event: AnomalyEvent) -> bytes:
+@dataclass(frozen=True, slots=True)
+class SilenceEvent:
+    """A series that stopped reporting: ``silent`` once its partition's log has moved
+    ``silent_after_s`` past its last reading, then exactly one ``resumed`` (it reported
+    again) or ``expired`` (its state was dropped; if it returns it warms up as a new series),
+    under one ``episode_id``. ``last_reading_at`` and ``resumed_at`` are the readings'
+    timestamps; ``started_at`` / ``ended_at`` are on the log's clock (record timestamps)."""
+
+    event: str  # "silent" | "resumed" | "expired"
+    episode_id: str
+    device_id: str
+    device_type: str
+    metric_name: str
+    last_reading_ms: int
+    started_ms: int
+    ended_ms: int | None
+    resumed_ms: int | None
+    silent_after_s: float
+    model_name: str
+    model_version: str
+    model_alias: str
+    detection_time_ms: int
+
+    def to_dict(self) -> dict[str, Any]:
+        def ts(ms: int | None) -> str | None:
+            return None if ms is None else format_ts(ms)
+
+        return {
+            "event": self.event,
+            "episode_id": self.episode_id,
+            "level": "series",
+            "device_id": self.device_id,
+            "device_type": self.device_type,
+            "metric_name": self.metric_name,
+            "last_reading_at": format_ts(self.last_reading_ms),
+            "started_at": format_ts(self.started_ms),
+            "ended_at": ts(self.ended_ms),
+            "resumed_at": ts(self.resumed_ms),
+            "silent_after_s": self.silent_after_s,
+            "reason": {"resumed": "reported", "expired": "expired"}.get(self.event),
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "model_alias": self.model_alias,
+            "detection_time": format_ts(self.detection_time_ms),
+        }
+
+
+def encode_anomaly(event: AnomalyEvent | SilenceEvent) -> bytes:
     return orjson.dumps(event.to_dict())
 
 

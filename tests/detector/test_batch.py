@@ -31,12 +31,16 @@ class FakeEngine:
     first reading of a series only warms up. Records what it was given."""
 
     version = "3"
+    silent_ms = 600_000
 
     def __init__(self) -> None:
         self.series: dict[str, int] = {}
         self.calls: list[list[Reading]] = []
 
-    def process(self, readings: list[Reading]) -> list[Result]:
+    def sweep(self) -> list:
+        return []
+
+    def process(self, readings: list[Reading], times: object = None) -> list[Result]:
         self.calls.append(list(readings))
         out = []
         for r in readings:

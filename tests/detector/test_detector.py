@@ -295,3 +295,63 @@ def test_two_detectors_split_partitions_and_one_takes_over(
             b.stop()
     keys = [key_of(e) for e in anomalies(det_settings)]
     assert keys and len(keys) == len(set(keys))
+
+
+def _produce_timed(s: Settings, df) -> None:
+    """The frame's readings to partition 0 (one log clock for the whole fleet), each with
+    its reading time as the record timestamp: the log's clock advances as a live fleet's."""
+    from iot_mlops.data.simulate import readings
+    from iot_mlops.events import encode_reading
+    from iot_mlops.kafka import clients
+
+    p = clients.producer(s, **{"enable.idempotence": True, "linger.ms": 5})
+    for r in readings(df):
+        p.produce(s.input_topic, encode_reading(r), key=r.device_id, partition=0,
+                  timestamp=r.timestamp_ms)  # fmt: skip
+    assert p.flush(60) == 0
+
+
+def test_silent_sensors_are_reported_once_across_a_restart(
+    det_settings: Settings, production_model: ProductionModel
+) -> None:
+    """One device misses 10 minutes and comes back, another stops for good; the detector is
+    replaced while the second is silent (the successor rebuilds from the log): each silence
+    is reported once and ended once, and the gone series' state is dropped."""
+    s = det_settings.model_copy(update={"silent_after_s": 300.0, "expire_after_s": 900.0})
+    df = live_frame(production_model, -200, 400)
+    step = ((df["timestamp"] - df["timestamp"].min()).dt.total_seconds() // 60).astype(int)
+    back, gone = sorted(df["device_id"].unique())[:2]
+    missing = ((df["device_id"] == back) & step.between(100, 109)) | (
+        (df["device_id"] == gone) & (step >= 150)
+    )
+    df, step = df[~missing], step[~missing]
+    first = step < 160
+    _produce_timed(s, df[first])
+    a = RunningDetector(s)
+    try:
+        wait_until(lambda: caught_up(s), 300, "first part scored")
+    finally:
+        a.stop()
+    n_gone = df.loc[df["device_id"] == gone, "metric_name"].nunique()
+    assert a.metric("iot_silent_series") == n_gone
+    assert a.metric("iot_series_expired_total") == 0
+    _produce_timed(s, df[~first])
+    b = RunningDetector(s)
+    try:
+        wait_until(lambda: caught_up(s), 300, "second part scored by the successor")
+    finally:
+        b.stop()
+    evs = [e for e in anomalies(s, event=None) if e["event"] in ("silent", "resumed", "expired")]
+    got = Counter((e["device_id"], e["metric_name"], e["event"]) for e in evs)
+    metrics = df.groupby("device_id")["metric_name"].unique()
+    expected = Counter(
+        {(back, m, ev): 1 for m in metrics[back] for ev in ("silent", "resumed")}
+        | {(gone, m, ev): 1 for m in metrics[gone] for ev in ("silent", "expired")}
+    )
+    assert got == expected
+    assert len({e["episode_id"] for e in evs}) == len(evs) / 2
+    assert b.metric("iot_series_expired_total") == n_gone
+    assert b.metric("iot_episode_events_total", level="series", event="expired") == n_gone
+    assert b.metric("iot_silent_series") == 0
+    assert b.detector.engine is not None
+    assert not any(k.startswith(f"{gone}/") for k in b.detector.engine.series)

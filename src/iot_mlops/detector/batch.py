@@ -17,9 +17,16 @@ import orjson
 
 from iot_mlops.config import Settings
 from iot_mlops.detector.metrics import DetectorMetrics
-from iot_mlops.detector.records import ModelStamp, Record, episode_records, score_record
+from iot_mlops.detector.records import (
+    ModelStamp,
+    Record,
+    episode_records,
+    score_record,
+    silence_record,
+)
 from iot_mlops.events import Reading, ReadingError, check_event_time, decode_reading
 from iot_mlops.scoring.engine import Engine, Result
+from iot_mlops.scoring.liveness import Silence
 
 log = logging.getLogger("iot_mlops.detector")
 
@@ -112,6 +119,7 @@ class MetricDeltas:
     episode_events: Tally[tuple[str, str]] = field(default_factory=Tally)  # (level, event)
     dead_letters: Tally[str] = field(default_factory=Tally)
     dead_letters_truncated: Tally[str] = field(default_factory=Tally)  # by reason
+    expired: int = 0  # series whose state was dropped
     stamps_ms: list[int] = field(default_factory=list)  # Kafka timestamps of the messages
 
 
@@ -122,6 +130,7 @@ class BatchOutput:
     scores: list[Record] = field(default_factory=list)
     offsets: dict[Partition, int] = field(default_factory=dict)  # next offset to consume
     series: dict[Partition, set[str]] = field(default_factory=dict)  # series seen per partition
+    expired: set[str] = field(default_factory=set)  # series dropped (idle too long)
     deltas: MetricDeltas = field(default_factory=MetricDeltas)
 
 
@@ -129,6 +138,7 @@ class BatchOutput:
 class _Decoded:
     readings: list[Reading] = field(default_factory=list)
     sources: list[tuple[int, int]] = field(default_factory=list)  # (partition, offset)
+    times: list[tuple[int, int]] = field(default_factory=list)  # (partition, log time ms)
 
 
 def process_batch(
@@ -142,7 +152,7 @@ def process_batch(
     (revoked while they were fetched) are skipped: their new owner scores them."""
     out = BatchOutput()
     decoded = _decode(messages, settings, owned, out)
-    results = engine.process(decoded.readings)
+    results = engine.process(decoded.readings, times=decoded.times)
     if settings.scores_topic:
         out.scores = [
             (res.reading.device_id.encode(), score_record(res, src))
@@ -152,13 +162,24 @@ def process_batch(
         settings.model_name, settings.model_alias, engine.version, int(clock() * 1000)
     )
     for res in results:
-        recs = episode_records(res, stamp)
-        out.anomalies.extend(recs)
-        for _key, value in recs:
-            ev = orjson.loads(value)
-            out.deltas.episode_events[(ev["level"], ev["event"])] += 1
+        out.anomalies.extend(episode_records(res, stamp))
+        out.anomalies.extend(silence_record(ev, stamp, engine.silent_ms) for ev in res.liveness)
+    _sweep(engine, stamp, out)
+    for _key, value in out.anomalies:
+        ev = orjson.loads(value)
+        out.deltas.episode_events[(ev["level"], ev["event"])] += 1
+    # Expired at the sweep, or found expired at the series' next reading (then it restarts).
+    out.deltas.expired = out.deltas.episode_events[("series", Silence.EXPIRED.value)]
     _count(results, out)
     return out
+
+
+def _sweep(engine: Engine, stamp: ModelStamp, out: BatchOutput) -> None:
+    """The series the batch's log time left silent or expired; the runner forgets the expired
+    ones. (Silence found at a series' next reading is in that reading's result.)"""
+    found = engine.sweep()
+    out.anomalies.extend(silence_record(ev, stamp, engine.silent_ms) for ev in found)
+    out.expired = {ev.series_id for ev in found if ev.kind is Silence.EXPIRED}
 
 
 def _decode(
@@ -189,10 +210,17 @@ def _decode(
             continue
         decoded.readings.append(r)
         decoded.sources.append((msg.partition, msg.offset))
+        decoded.times.append((msg.partition, log_time_ms(msg.timestamp_ms, r)))
         out.series.setdefault(key, set()).add(r.series_id)
     if stale:
         log.info("skipped %d message(s) of partitions revoked meanwhile", stale)
     return decoded
+
+
+def log_time_ms(record_ms: int, reading: Reading) -> int:
+    """Where a reading is on its partition's log clock (liveness): the record timestamp, or
+    the event time for a record without one."""
+    return record_ms if record_ms > 0 else reading.timestamp_ms
 
 
 def event_time_bounds_ms(settings: Settings) -> tuple[int, int]:
@@ -261,18 +289,23 @@ def apply_observed(d: MetricDeltas, m: DetectorMetrics, gauges: SeriesGauges) ->
 
 def apply_committed(d: MetricDeltas, m: DetectorMetrics, done_ms: float) -> None:
     """Once the batch's transaction is committed: every count and histogram."""
+    # Readings first: they decide which label values are kept and count the folded ones.
+    for (dtype, metric, outcome), n in d.outcomes.items():
+        m.readings.labels(*m.series_labels(dtype, metric, readings=n), outcome).inc(n)
     for dtype, metric, score in d.scores:
-        m.anomaly_score.labels(dtype, metric).observe(score)
+        m.anomaly_score.labels(*m.series_labels(dtype, metric)).observe(score)
     for tally, counter in (
         (d.true_positives, m.true_positives),
         (d.false_positives, m.false_positives),
         (d.false_negatives, m.false_negatives),
-        (d.outcomes, m.readings),
         (d.anomalies, m.anomalies),
-        (d.episode_events, m.episode_events),
     ):
-        for labels, n in tally.items():
-            counter.labels(*labels).inc(n)
+        for (dtype, metric), n in tally.items():
+            counter.labels(*m.series_labels(dtype, metric)).inc(n)
+    for labels, n in d.episode_events.items():
+        m.episode_events.labels(*labels).inc(n)
+    if d.expired:
+        m.series_expired.inc(d.expired)
     for reason, n in d.dead_letters.items():
         m.dead_letters.labels(reason).inc(n)
     for reason, n in d.dead_letters_truncated.items():

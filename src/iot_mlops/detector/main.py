@@ -17,7 +17,7 @@ log = logging.getLogger("iot_mlops.detector")
 
 
 def run_detector(settings: Settings) -> int:
-    metrics = DetectorMetrics()
+    metrics = DetectorMetrics(max_label_values=settings.max_label_values)
     detector = Detector(settings, metrics)
 
     def health() -> dict[str, object]:

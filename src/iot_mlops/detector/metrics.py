@@ -1,8 +1,11 @@
 """Prometheus metrics of the detector.
 
-Labels are bounded sets (device_type, metric_name, reason, partition, model_version); the
-per-series gauges (``iot_series_*``) carry ``device_id`` but only for a capped number of
-series (``IOT_MLOPS_SERIES_GAUGE_LIMIT``).
+Labels are bounded sets (reason, partition, model_version, ...). ``device_type`` and
+``metric_name`` come from the input, so they pass through ``series_labels``: the first
+``IOT_MLOPS_MAX_LABEL_VALUES`` distinct values of each are kept and later ones become
+``other`` (the model's metadata does not list the names it was trained on, so there is no
+allow-list to take). The per-series gauges (``iot_series_*``) carry ``device_id`` but only for a
+capped number of series (``IOT_MLOPS_SERIES_GAUGE_LIMIT``).
 """
 
 from __future__ import annotations
@@ -13,18 +16,41 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 BATCH_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 SERIES = ("device_type", "metric_name")
 SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+OTHER = "other"  # the label value of every device_type / metric_name past the cap
 
 
 class DetectorMetrics:
     """All the detector's metrics on one registry (a fresh one per detector instance, so
     tests can run several detectors in one process)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, max_label_values: int = 50
+    ) -> None:
         self.registry = registry or CollectorRegistry()
+        self.max_label_values = max_label_values
+        self._kept: tuple[set[str], set[str]] = (set(), set())  # device types, metric names
         self._stream(self.registry)
         self._model(self.registry)
         self._quality(self.registry)
         self._per_series(self.registry)
+
+    def series_labels(
+        self, device_type: str, metric_name: str, readings: int = 0
+    ) -> tuple[str, str]:
+        """The (device_type, metric_name) labels to use: a value past the first
+        ``max_label_values`` of its label is ``other``; ``readings`` it stands for are counted
+        in ``iot_metric_labels_folded_total{label}`` when folded."""
+        out = []
+        for name, value, kept in zip(SERIES, (device_type, metric_name), self._kept, strict=True):
+            if value not in kept and len(kept) < self.max_label_values:
+                kept.add(value)
+            if value in kept:
+                out.append(value)
+                continue
+            out.append(OTHER)
+            if readings:
+                self.labels_folded.labels(name).inc(readings)
+        return out[0], out[1]
 
     def _stream(self, r: CollectorRegistry) -> None:
         """Readings, anomalies, dead letters, latency, lag and transactions."""
@@ -36,7 +62,13 @@ class DetectorMetrics:
         self.anomalies = Counter(
             "iot_anomalies", "Anomaly episodes opened (series level)", series, registry=r
         )
-        # level: series | device; event: opened | closed
+        self.labels_folded = Counter(
+            "iot_metric_labels_folded",
+            "Readings whose device_type or metric_name label was reported as 'other' (cap)",
+            ("label",),
+            registry=r,
+        )
+        # level: series | device; event: opened | closed | silent | resumed | expired
         self.episode_events = Counter(
             "iot_episode_events",
             "Episode events published to the anomalies topic",
@@ -109,6 +141,16 @@ class DetectorMetrics:
         )
         self.series_warming_up = Gauge(
             "iot_series_warming_up", "Series with too little history to be scored", registry=r
+        )
+        self.series_silent = Gauge(
+            "iot_silent_series",
+            "Series held that have not reported for IOT_MLOPS_SILENT_AFTER_S of log time",
+            registry=r,
+        )
+        self.series_expired = Counter(
+            "iot_series_expired",
+            "Series whose state was dropped after IOT_MLOPS_EXPIRE_AFTER_S without a reading",
+            registry=r,
         )
         self.model_info = Gauge(
             "iot_model_info",

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 
 import orjson
 
-from iot_mlops.events import AnomalyEvent, OnsetReading, encode_anomaly
+from iot_mlops.events import AnomalyEvent, OnsetReading, SilenceEvent, encode_anomaly
 from iot_mlops.scoring.device import DeviceDecision
 from iot_mlops.scoring.engine import Result
 from iot_mlops.scoring.episodes import Change, EpisodeSummary
+from iot_mlops.scoring.liveness import LivenessEvent
 
 Record = tuple[bytes, bytes]  # (key, value)
 
@@ -71,6 +72,27 @@ def _record(res: Result, ep: EpisodeSummary, level: str, stamp: ModelStamp, vers
         labelled_anomaly=r.is_anomaly if ep.change is Change.OPENED else None,
     )
     return r.device_id.encode(), encode_anomaly(ev)
+
+
+def silence_record(ev: LivenessEvent, stamp: ModelStamp, silent_after_ms: int) -> Record:
+    """A ``silent`` / ``resumed`` / ``expired`` event of ``iot_anomalies`` (key = device)."""
+    out = SilenceEvent(
+        event=ev.kind.value,
+        episode_id=ev.episode_id,
+        device_id=ev.device_id,
+        device_type=ev.device_type,
+        metric_name=ev.metric_name,
+        last_reading_ms=ev.last_ms,
+        started_ms=ev.since_ms,
+        ended_ms=ev.ended_ms,
+        resumed_ms=ev.resumed_ms,
+        silent_after_s=silent_after_ms / 1000,
+        model_name=stamp.model_name,
+        model_version=stamp.model_version,
+        model_alias=stamp.model_alias,
+        detection_time_ms=stamp.detection_time_ms,
+    )
+    return ev.device_id.encode(), encode_anomaly(out)
 
 
 def _device(d: DeviceDecision | None) -> dict | None:

@@ -1,7 +1,7 @@
 """State restore: on assignment (or after a rewind) each series' window is rebuilt by
 replaying the recent log before the committed offset through the same engine (context only,
 nothing is emitted or counted), so a replica that takes over a partition scores like the one
-that left."""
+that left (silence and expiry included, see ``replay``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from iot_mlops.config import Settings
-from iot_mlops.detector.batch import Partition, event_time_bounds_ms
+from iot_mlops.detector.batch import Partition, event_time_bounds_ms, log_time_ms
 from iot_mlops.events import Reading, ReadingError, check_event_time, decode_reading
 from iot_mlops.kafka import clients
 from iot_mlops.scoring.engine import Engine
@@ -20,6 +20,7 @@ log = logging.getLogger("iot_mlops.detector")
 
 REPLAY_CHUNK = 5000  # readings per engine call while replaying
 READ_BACK_TIMEOUT_S = 300.0
+Logged = tuple[Reading, tuple[int, int]]  # a reading and its (partition, log time ms)
 
 
 def rebuild(
@@ -36,15 +37,25 @@ def rebuild(
         return {}
     t0 = time.monotonic()
     history, series = _read_history(settings, starts, ends)
-    tail = recent_tail(history, engine.model.context_length + 2 * engine.horizon
-                       + settings.rebuild_scale_points)  # fmt: skip
-    for i in range(0, len(tail), REPLAY_CHUNK):
-        engine.process(tail[i : i + REPLAY_CHUNK])
+    tail = replay(engine, history, settings.rebuild_scale_points)
     log.info(
         "rebuilt state of %d partition(s) from %d readings in %.1fs",
         len(ends), len(tail), time.monotonic() - t0,
     )  # fmt: skip
     return series
+
+
+def replay(engine: Engine, history: list[Logged], scale_points: int) -> list[Logged]:
+    """Each series' recent tail of ``history`` through the engine, nothing emitted; returns
+    the tail replayed. The log times go along, so the series the old owner already reported
+    silent or expired are silent or gone here too (and not reported again)."""
+    keep = engine.model.context_length + 2 * engine.horizon + scale_points
+    tail = recent_tail(history, keep)
+    for i in range(0, len(tail), REPLAY_CHUNK):
+        chunk = tail[i : i + REPLAY_CHUNK]
+        engine.process([r for r, _t in chunk], times=[t for _r, t in chunk])
+        engine.sweep()
+    return tail
 
 
 def _read_back_ranges(
@@ -66,7 +77,7 @@ def _read_back_ranges(
 
 def _read_history(
     settings: Settings, starts: list[TopicPartition], ends: dict[Partition, int]
-) -> tuple[list[Reading], dict[Partition, set[str]]]:
+) -> tuple[list[Logged], dict[Partition, set[str]]]:
     """The valid readings of the read-back ranges, in log order per partition."""
     s = settings
     reader = clients.consumer(
@@ -78,7 +89,7 @@ def _read_history(
             "enable.partition.eof": True,
         },
     )
-    history: list[Reading] = []
+    history: list[Logged] = []
     series: dict[Partition, set[str]] = {}
 
     bounds = event_time_bounds_ms(s)
@@ -91,7 +102,7 @@ def _read_history(
         except ReadingError:
             return
         series.setdefault((msg.topic(), msg.partition()), set()).add(r.series_id)
-        history.append(r)
+        history.append((r, (msg.partition(), log_time_ms(msg.timestamp()[1], r))))
 
     try:
         reader.assign(starts)
@@ -101,18 +112,19 @@ def _read_history(
     return history, series
 
 
-def recent_tail(history: list[Reading], keep: int) -> list[Reading]:
+def recent_tail(history: list[Logged], keep: int) -> list[Logged]:
     """The last ``keep`` readings of each series, in their original order.
 
     Only each series' recent past shapes its state (window, forecast block, adaptive scale,
     alarm run): replaying this tail, not the whole read-back, makes a takeover cost a few
     model rounds instead of one per block of the read-back."""
     seen: dict[str, int] = {}
-    tail: list[Reading] = []
-    for r in reversed(history):
-        n = seen.get(r.series_id, 0)
+    tail: list[Logged] = []
+    for item in reversed(history):
+        sid = item[0].series_id
+        n = seen.get(sid, 0)
         if n < keep:
-            seen[r.series_id] = n + 1
-            tail.append(r)
+            seen[sid] = n + 1
+            tail.append(item)
     tail.reverse()
     return tail

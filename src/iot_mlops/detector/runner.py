@@ -45,6 +45,7 @@ from iot_mlops.detector.watcher import (
 )
 from iot_mlops.kafka import clients
 from iot_mlops.scoring.engine import Engine, ForecasterLike
+from iot_mlops.scoring.liveness import LivenessConfig
 from iot_mlops.scoring.rules import engine_options
 
 log = logging.getLogger("iot_mlops.detector")
@@ -59,7 +60,7 @@ class Detector:
         load: Loader = default_loader,
     ) -> None:
         self.settings = settings
-        self.metrics = metrics or DetectorMetrics()
+        self.metrics = metrics or DetectorMetrics(max_label_values=settings.max_label_values)
         self.stop_event = threading.Event()
         self.watcher = ModelWatcher(settings, self.metrics, self.stop_event, resolve, load)
         self.gauges = SeriesGauges(self.metrics, settings.series_gauge_limit)
@@ -154,7 +155,7 @@ class Detector:
         if self.engine is None:
             self.engine = Engine(
                 model, min_history=s.min_history, on_model_call=self._observe_model_call,
-                **engine_options(s),
+                liveness=LivenessConfig(s.silent_after_s, s.expire_after_s), **engine_options(s),
             )  # fmt: skip
         else:
             self.engine.set_model(model)
@@ -179,6 +180,7 @@ class Detector:
         out = process_batch(_incoming(msgs), self.engine, self.settings, self.assigned)
         for key, series in out.series.items():
             self.partition_series.setdefault(key, set()).update(series)
+        self._forget_expired(out.expired)
         apply_observed(out.deltas, self.metrics, self.gauges)
         # Counted only once committed: an aborted batch is redone and counted then (counting
         # it here too made a permanent abort loop look like a healthy stream).
@@ -186,7 +188,16 @@ class Detector:
             apply_committed(out.deltas, self.metrics, time.time() * 1000)
         self.metrics.series_tracked.set(len(self.engine.series))
         self.metrics.series_warming_up.set(self.engine.warming_up())
+        self.metrics.series_silent.set(self.engine.silent())
         self.batches += 1
+
+    def _forget_expired(self, expired: set[str]) -> None:
+        """Expired series leave the partition index too (it would otherwise keep every id
+        ever seen). A series expired in an aborted batch is only gone from the engine: the
+        index may still name it, which ``drop`` tolerates."""
+        if expired:
+            for series in self.partition_series.values():
+                series -= expired
 
     # --- rebalance ----------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -219,13 +230,16 @@ class Detector:
 
     def _drop_partition(self, key: Partition) -> None:
         assert self.engine is not None
-        self.engine.drop(list(self.partition_series.pop(key, set())))
+        # Its log clock too: the rebuild recomputes it from the committed log only.
+        self.engine.drop(list(self.partition_series.pop(key, set())), clocks=[key[1]])
 
     def _rebuild(self, committed: list[TopicPartition]) -> None:
         assert self.engine is not None
         seen = restore.rebuild(self.settings, self.engine, committed, self.consumer)
         for key, series in seen.items():
-            self.partition_series.setdefault(key, set()).update(series)
+            # Series that expired during the replay are not held.
+            held = {k for k in series if k in self.engine.series}
+            self.partition_series.setdefault(key, set()).update(held)
 
     # --- housekeeping -------------------------------------------------------------------------
     def _update_lag(self) -> None:

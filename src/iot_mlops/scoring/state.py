@@ -19,6 +19,7 @@ import numpy as np
 
 from iot_mlops.scoring.channels import Evidence, SeriesChannels, deviation
 from iot_mlops.scoring.episodes import Change, Episode, EpisodeSummary, Onset, summarise
+from iot_mlops.scoring.liveness import Presence
 from iot_mlops.scoring.rules import Rules
 
 
@@ -83,6 +84,8 @@ class SeriesState:
     episode: Episode = field(default_factory=Episode)
     # The current episode's outliers: (grid time, real value), written back on acceptance.
     outlier_run: list[tuple[int, float]] = field(default_factory=list)
+    # When it last reported, on its partition's log clock (None: liveness not tracked).
+    presence: Presence | None = None
 
     def __post_init__(self) -> None:
         self.values = deque(maxlen=self.context_length)
