@@ -97,8 +97,8 @@ def test_calibration_is_stored_in_and_read_back_from_the_model(
     good: TrainResult = models["good"]
     assert production.calibration == good.calibration
     assert production.calibration.threshold == pytest.approx(good.metrics["threshold"])
-    assert production.calibration.lower_column == "0.01"
-    assert production.calibration.upper_column == "0.99"
+    assert production.calibration.lower_quantile == 0.01
+    assert production.calibration.upper_quantile == 0.99
     assert production.metrics["mase"] == pytest.approx(good.metrics["mase"])
 
 

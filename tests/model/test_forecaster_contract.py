@@ -164,7 +164,7 @@ def test_naive_specifics_and_the_frame_adapters(naive_forecaster: Forecaster) ->
     f = naive_forecaster
     assert f.freq == "min" and f.prediction_length == 6 and f.context_length == 32
     assert f.quantile_levels == (0.01, 0.5, 0.99)
-    assert f.calibration.threshold == 2.0 and f.calibration.upper_column == "0.99"
+    assert f.calibration.threshold == 2.0 and f.calibration.upper_quantile == 0.99
     ts = pd.date_range("2026-12-01 10:00", periods=50, freq="min")
     frame = pd.DataFrame(
         {

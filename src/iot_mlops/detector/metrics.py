@@ -10,6 +10,8 @@ capped number of series (``IOT_MLOPS_SERIES_GAUGE_LIMIT``).
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -53,65 +55,53 @@ class DetectorMetrics:
         return out[0], out[1]
 
     def _stream(self, r: CollectorRegistry) -> None:
-        """Readings, anomalies, dead letters, latency, lag and transactions."""
-        series = SERIES
+        """Readings, anomalies and episode events, scores, label folding and lag."""
+        counter = functools.partial(Counter, registry=r)
         # outcome: scored | warming_up | late | duplicate
-        self.readings = Counter(
-            "iot_readings", "Valid readings consumed, by outcome", (*series, "outcome"), registry=r
+        self.readings = counter(
+            "iot_readings", "Valid readings consumed, by outcome", (*SERIES, "outcome")
         )
-        self.anomalies = Counter(
-            "iot_anomalies", "Anomaly episodes opened (series level)", series, registry=r
-        )
-        self.labels_folded = Counter(
+        self.anomalies = counter("iot_anomalies", "Anomaly episodes opened (series level)", SERIES)
+        self.labels_folded = counter(
             "iot_metric_labels_folded",
             "Readings whose device_type or metric_name label was reported as 'other' (cap)",
             ("label",),
-            registry=r,
         )
         # level: series | device; event: opened | closed | silent | resumed | expired
-        self.episode_events = Counter(
-            "iot_episode_events",
-            "Episode events published to the anomalies topic",
+        self.episode_events = counter(
+            "iot_episode_events", "Episode events published to the anomalies topic",
             ("level", "event"),
-            registry=r,
+        )  # fmt: skip
+        self.anomaly_score = Histogram(
+            "iot_anomaly_score", "Anomaly score of scored readings", SERIES,
+            buckets=SCORE_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.consumer_lag = Gauge(
+            "iot_consumer_lag", "Messages behind the partition's end offset",
+            ("topic", "partition"), registry=r,
+        )  # fmt: skip
+        self._outputs(r)
+
+    def _outputs(self, r: CollectorRegistry) -> None:
+        """Dead letters, records refused for good, and the transactions that publish them."""
+        counter = functools.partial(Counter, registry=r)
+        self.dead_letters = counter(
+            "iot_dead_letters", "Malformed messages sent to the DLQ, by reason", ("reason",)
         )
-        self.dead_letters = Counter(
-            "iot_dead_letters",
-            "Malformed messages sent to the DLQ, by reason",
-            ("reason",),
-            registry=r,
-        )
-        self.dead_letters_truncated = Counter(
+        self.dead_letters_truncated = counter(
             "iot_dead_letter_truncated",
             "Dead letters whose copied value or key was cut to the DLQ bounds, by reason",
             ("reason",),
-            registry=r,
         )
         # output: anomalies | scores | dlq. A record the broker refuses for good (e.g. too
         # large) is replaced by a minimal dead letter naming it, so its offset can commit.
-        self.unpublishable = Counter(
+        self.unpublishable = counter(
             "iot_unpublishable_records",
             "Output records refused for good and replaced by a minimal dead letter",
             ("output",),
-            registry=r,
-        )
-        self.anomaly_score = Histogram(
-            "iot_anomaly_score",
-            "Anomaly score of scored readings",
-            series,
-            buckets=SCORE_BUCKETS,
-            registry=r,
-        )
-        self.consumer_lag = Gauge(
-            "iot_consumer_lag",
-            "Messages behind the partition's end offset",
-            ("topic", "partition"),
-            registry=r,
         )
         # result: committed | aborted (an aborted batch is redone; nothing of it is counted)
-        self.transactions = Counter(
-            "iot_transactions", "Kafka transactions by result", ("result",), registry=r
-        )
+        self.transactions = counter("iot_transactions", "Kafka transactions by result", ("result",))
         self.commit_seconds = Histogram(
             "iot_transaction_commit_duration_seconds",
             "One batch's transaction, begin to committed",

@@ -18,41 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from iot_mlops.evaluation.scores import _prepare, _profile, _ratio, _raw_window_score
+from iot_mlops.evaluation.scores import _prepare, _profile, _raw_window_score
 from iot_mlops.evaluation.windows import changepoint_windows
+from iot_mlops.training.metrics import Confusion
 
-
-@dataclass(frozen=True)
-class Outliers:
-    """Row counts of the outlier-detection view; addable, so corpus totals are pooled."""
-
-    tp: int = 0
-    fp: int = 0
-    fn: int = 0
-    tn: int = 0
-
-    @property
-    def f1(self) -> float:
-        return _ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn)
-
-    @property
-    def far(self) -> float:
-        return _ratio(self.fp, self.fp + self.tn)
-
-    @property
-    def mar(self) -> float:
-        return _ratio(self.fn, self.fn + self.tp)
-
-    def __add__(self, other: Outliers) -> Outliers:
-        return Outliers(
-            self.tp + other.tp, self.fp + other.fp, self.fn + other.fn, self.tn + other.tn
-        )
-
-    def to_dict(self) -> dict[str, float | int]:
-        return {"f1": self.f1, "far": self.far, "mar": self.mar, **self.counts()}
-
-    def counts(self) -> dict[str, int]:
-        return {"tp": self.tp, "fp": self.fp, "fn": self.fn, "tn": self.tn}
+# The outlier-detection view's row counts, pooled over files.
+Outliers = Confusion
 
 
 def outliers(scored: np.ndarray, positive: np.ndarray, predicted: np.ndarray) -> Outliers:

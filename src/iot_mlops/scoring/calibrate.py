@@ -2,7 +2,8 @@
 
 * ``Calibration.threshold``: the deviation that clean holdout data exceeds with probability
   ``target_false_alarm_rate``; fitted at training time and stored with the model.
-* ``quantile_column``: AutoGluon's column name for the interval's quantile levels.
+* ``lower_quantile`` / ``upper_quantile``: the forecast interval the deviation is measured in
+  (quantile levels of the model's ``ForecastBatch``).
 """
 
 from __future__ import annotations
@@ -28,25 +29,12 @@ class Calibration:
     target_false_alarm_rate: float = 0.001
     n_calibration_points: int = 0
 
-    @property
-    def lower_column(self) -> str:
-        return quantile_column(self.lower_quantile)
-
-    @property
-    def upper_column(self) -> str:
-        return quantile_column(self.upper_quantile)
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Calibration:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
-
-
-def quantile_column(q: float) -> str:
-    """AutoGluon's column name for a quantile level (``0.01`` → ``"0.01"``)."""
-    return str(q)
 
 
 def calibrate(

@@ -9,25 +9,51 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def _ratio(num: float, den: float) -> float:
+    return num / den if den else 0.0  # an undefined ratio is 0.0
+
+
 @dataclass(frozen=True)
 class Confusion:
-    tp: int
-    fp: int
-    fn: int
-    tn: int
+    """Counts of binary decisions against labels; addable, so totals pool over files."""
+
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    tn: int = 0
 
     @property
     def precision(self) -> float:
-        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+        return _ratio(self.tp, self.tp + self.fp)
 
     @property
     def recall(self) -> float:
-        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
+        return _ratio(self.tp, self.tp + self.fn)
 
     @property
     def f1(self) -> float:
-        p, r = self.precision, self.recall
-        return 2 * p * r / (p + r) if p + r else 0.0
+        return _ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn)
+
+    @property
+    def far(self) -> float:
+        """False-alarm rate: FP / (FP + TN)."""
+        return _ratio(self.fp, self.fp + self.tn)
+
+    @property
+    def mar(self) -> float:
+        """Missed-alarm rate: FN / (FN + TP)."""
+        return _ratio(self.fn, self.fn + self.tp)
+
+    def __add__(self, other: Confusion) -> Confusion:
+        return Confusion(
+            self.tp + other.tp, self.fp + other.fp, self.fn + other.fn, self.tn + other.tn
+        )
+
+    def counts(self) -> dict[str, int]:
+        return {"tp": self.tp, "fp": self.fp, "fn": self.fn, "tn": self.tn}
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {"f1": self.f1, "far": self.far, "mar": self.mar, **self.counts()}
 
 
 def confusion(predicted: Iterable[bool], labels: Iterable[bool]) -> Confusion:
