@@ -147,3 +147,23 @@ def test_the_settings_engine_options_score_and_flag() -> None:
     out = eng.process(rs)
     assert out[4].scored is not None and out[4].scored.alarm and out[4].scored.score > 0.9
     assert out[3].scored is not None and 0.0 < out[3].scored.score < 0.5
+
+
+def test_a_model_swap_keeps_every_series_calibrated_history() -> None:
+    """Issue 13 item 8: a promotion must not send every series back to its priors (a burst of
+    false alarms): the channels' learnt tails and the series' window survive the swap."""
+    eng, _ = engine()
+    rs = [reading("a", i, 10.0 + 0.1 * (i % 7)) for i in range(300)]
+    eng.process(rs)
+    st = eng.series["a/temperature"]
+    assert st.channels is not None and st.channels.residual.n > 200
+    before = (list(st.channels.residual.ordered), list(st.values), st.observed)
+    new = LastValueModel()
+    new.version = "8"
+    eng.set_model(new)
+    after = eng.series["a/temperature"]
+    assert after.channels is not None
+    assert (list(after.channels.residual.ordered), list(after.values), after.observed) == before
+    out = eng.process([reading("a", 300, 10.0)])
+    assert out[0].outcome is Outcome.SCORED and out[0].scored is not None
+    assert out[0].scored.model_version == "8" and not out[0].scored.onset
