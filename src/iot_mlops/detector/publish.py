@@ -97,7 +97,7 @@ class Publisher:
         self.replaced = []
 
     def produce(self, p: Producer, rec: Outgoing) -> None:
-        if not rec.replacement:
+        if not rec.replacement and self.refused:  # no digest per record while none was refused
             err = self.refused.get(digest(rec.topic, rec.key, rec.value))
             if err is not None:
                 rec = self._replace(rec, err)
