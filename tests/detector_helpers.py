@@ -62,7 +62,9 @@ def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
 
 
 def committed_offsets(settings: Settings) -> dict[int, int]:
-    """The group's committed offsets; empty while the coordinator is still moving/loading."""
+    """The group's committed offsets; empty while the coordinator is still moving/loading or
+    the offsets are unstable (a killed detector's open transaction holds them until the broker
+    aborts it or a restarted producer fences it, so a read_committed fetch times out)."""
     c = clients.consumer(settings, settings.consumer_group)
     try:
         parts = (
@@ -71,7 +73,8 @@ def committed_offsets(settings: Settings) -> dict[int, int]:
         tps = [TopicPartition(settings.input_topic, p) for p in parts]
         return {tp.partition: tp.offset for tp in c.committed(tps, timeout=10)}
     except KafkaException as e:
-        if e.args[0].retriable() or e.args[0].code() == KafkaError.NOT_COORDINATOR:
+        code = e.args[0].code()
+        if e.args[0].retriable() or code in (KafkaError.NOT_COORDINATOR, KafkaError._TIMED_OUT):
             return {}
         raise
     finally:
