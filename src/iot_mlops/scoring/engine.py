@@ -204,17 +204,16 @@ class Engine:
     def process(
         self,
         readings: Sequence[Reading | Point],
-        keys: Sequence[str] | None = None,
         times: Sequence[LogTime] | None = None,
     ) -> list[Result]:
-        """Score a batch; one result per reading, in input order. ``keys`` overrides the
-        series key of each reading (default ``reading.series_id``); ``times`` gives each
-        reading's (partition, log time), which drives liveness (an engine built with
-        ``liveness``); without it, silence and expiry are not tracked."""
+        """Score a batch; one result per reading, in input order, each under its
+        ``series_id``. ``times`` gives each reading's (partition, log time), which drives
+        liveness (an engine built with ``liveness``); without it, silence and expiry are not
+        tracked."""
         results: list[Result | None] = [None] * len(readings)
         queues: dict[str, list[int]] = {}
         for i, r in enumerate(readings):
-            queues.setdefault(keys[i] if keys is not None else r.series_id, []).append(i)
+            queues.setdefault(r.series_id, []).append(i)
         b = _Batch(readings, results, queues, dict.fromkeys(queues, 0))
         if self.liveness is not None and times is not None:
             b.times, b.before = times, self._advance_clocks(times)
