@@ -58,6 +58,9 @@ class Variant:
 BASE = Variant()
 VARIANTS = {
     "default": BASE,
+    "no seasonal": replace(
+        BASE, channels=ChannelConfig(channels=("residual", "shift", "level", "stuck"))
+    ),
     "residual only": replace(BASE, channels=ChannelConfig(channels=("residual",))),
     "residual + stuck": replace(BASE, channels=ChannelConfig(channels=("residual", "stuck"))),
     "no level": replace(BASE, channels=ChannelConfig(channels=("residual", "shift", "stuck"))),

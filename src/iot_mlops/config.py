@@ -14,6 +14,8 @@ from typing import Any
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from iot_mlops.scoring.channels import CHANNELS
+
 
 def _checkout_root() -> Path:
     """The source checkout holding this package (src layout), else the working directory."""
@@ -122,13 +124,16 @@ class Settings(BaseSettings):
     # level (the episode closes as accepted and the series relearns). 0 disables.
     regime_accept_after: int = Field(30, ge=0)
     # --- scoring (scoring/channels.py, scoring/episodes.py) ---------------------------------
-    # Evidence channels, comma-separated, among residual, shift, level, stuck.
-    channels: str = "residual,shift,level,stuck"
+    # Evidence channels, comma-separated, among residual, shift, level, stuck, seasonal.
+    channels: str = "residual,shift,level,stuck,seasonal"
     # Values each channel's per-series tail model remembers, and needs before it speaks.
     tail_window: int = Field(2000, ge=50)
     tail_min_points: int = Field(100, ge=10)
     # A tail fitted on k points is widened by 1 + this / sqrt(k): fewer false alarms early.
     tail_conservative: float = Field(0.5, ge=0)
+    # The longest season (in steps) the seasonal channel looks for in a series' history; it
+    # keeps three times this many values per series (float32). 2,016 = a week of 5-minute data.
+    season_max_period: int = Field(2016, ge=0)
     # An episode holds while the evidence is at most target_false_alarm_rate ** episode_hold
     # and closes after episode_close_after ordinary readings in a row.
     episode_hold: float = Field(0.75, gt=0, le=1)
@@ -165,12 +170,11 @@ class Settings(BaseSettings):
     @field_validator("channels")
     @classmethod
     def _known_channels(cls, v: str) -> str:
-        known = ("residual", "shift", "level", "stuck")
         names = [c.strip() for c in v.split(",") if c.strip()]
-        bad = [c for c in names if c not in known]
+        bad = [c for c in names if c not in CHANNELS]
         if bad or not names:
             raise ValueError(
-                f"unknown channel(s) {', '.join(bad) or '(none)'}; use {','.join(known)}"
+                f"unknown channel(s) {', '.join(bad) or '(none)'}; use {','.join(CHANNELS)}"
             )
         return ",".join(names)
 

@@ -15,6 +15,9 @@ channel is calibrated per series on its own, whatever the series' scale, noise o
   has followed (the model sees the new level in its context) or a value outside the range the
   series has shown.
 * ``stuck``: the same value repeated exactly, by a series that normally varies.
+* ``seasonal``: ``|sum of the last w differences from one season ago| / sqrt(w)``, the season
+  found in the series' own history (``scoring/season.py``): a level or amplitude that changes
+  against a season longer than the model's context.
 
 ``combine`` takes the smallest channel probability with a Bonferroni factor (the number of
 channels that spoke), and ``score_of`` maps it to ``anomaly_score`` in [0, 1): ``L / (L + L*)``
@@ -29,13 +32,14 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from iot_mlops.scoring.calibrate import Calibration
+from iot_mlops.scoring.season import Season
 from iot_mlops.scoring.tail import TailModel
 
 # A width floor relative to the series' level, so a perfectly flat forecast (zero-width
 # interval) gives a large but finite deviation instead of a division by zero.
 _REL_EPS = 1e-6
 _ABS_EPS = 1e-9
-CHANNELS = ("residual", "shift", "level", "stuck")
+CHANNELS = ("residual", "shift", "level", "stuck", "seasonal")
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,8 @@ class ChannelConfig:
     shift_window: int = 8
     level_window: int = 8
     stuck_after: int = 10
+    season_max_period: int = 2016  # the longest season looked for, in steps (0 = none)
+    season_min_acf: float = 0.3
 
     def __post_init__(self) -> None:
         unknown = set(self.channels) - set(CHANNELS)
@@ -150,6 +156,8 @@ class SeriesChannels:
     level: TailModel = field(init=False)
     reference: TailModel = field(init=False)  # recent values
     flatline: Flatline = field(init=False)
+    seasonal: TailModel = field(init=False)
+    season: Season | None = field(init=False)
     recent_dev: deque[float] = field(init=False)
     recent_val: deque[float] = field(init=False)
     _stats: dict[str, float] = field(default_factory=dict)
@@ -158,6 +166,12 @@ class SeriesChannels:
         c = self.config
         self.shift, self.level, self.reference = c.tail(), c.tail(), c.tail()
         self.flatline = Flatline(after=c.stuck_after)
+        self.seasonal = c.tail()
+        self.season = (
+            Season(c.season_max_period, c.season_min_acf, c.shift_window)
+            if "seasonal" in c.channels and c.season_max_period > 0
+            else None
+        )
         self.recent_dev = deque(maxlen=c.shift_window)
         self.recent_val = deque(maxlen=c.level_window)
 
@@ -171,6 +185,16 @@ class SeriesChannels:
         self.flatline.step(value, self.log_rate)
         self.recent_val.append(value)
         self.reference.update(value)
+        self._remember(value)
+
+    def gap(self, steps: int) -> None:
+        """Grid steps without a reading (the season is kept on the series' own grid)."""
+        if self.season is not None:
+            self.season.gap(steps)
+
+    def _remember(self, value: float) -> None:
+        if self.season is not None and self.season.push(value):
+            self.seasonal.clear()  # a new period: the old statistics measured something else
 
     def observe(self, value: float, dev: float) -> Evidence:
         self.recent_dev.append(dev)
@@ -199,6 +223,12 @@ class SeriesChannels:
                 return None
             self._stats[name] = s
             return self.level.log_sf(s) if self.level.ready else None
+        if name == "seasonal":
+            s = self.season.statistic(value) if self.season is not None else None
+            if s is None:
+                return None
+            self._stats[name] = s
+            return self.seasonal.log_sf(s) if self.seasonal.ready else None
         return self.flatline.step(value, self.log_rate)
 
     def _level_stat(self) -> float | None:
@@ -211,17 +241,22 @@ class SeriesChannels:
         spread = max(iqr, 0.01 * (ref.ordered[-1] - ref.ordered[0]), 1e-9 * (abs(med) + 1e-9))
         return abs(sum(self.recent_val) / len(self.recent_val) - med) / spread
 
-    def learn(self, value: float) -> None:
+    def learn(self, value: float, entered: float | None = None) -> None:
         """After the decision, every channel learns its statistic, outliers included: bursts
         that recur become this series' normal instead of a false alarm each time (measured:
-        freezing the reference during episodes kept false episodes open on drifting sensors)."""
+        freezing the reference during episodes kept false episodes open on drifting sensors).
+        ``entered`` is what went into the model's context (an outlier: the forecast), which
+        the season remembers so an anomaly does not return one season later."""
         for name, s in self._stats.items():
             getattr(self, name).update(s)
         self._stats.clear()
         self.reference.update(value)
+        self._remember(value if entered is None else entered)
 
     def accept_regime(self) -> None:
         """The departure is the new normal: forget the old level."""
         self.reference.clear()
         self.level.clear()
         self.flatline.repeat_rate = 1.0
+        if self.season is not None:
+            self.season.reset_level()

@@ -40,6 +40,7 @@ def engine_options(settings: Any) -> dict[str, Any]:
             window=settings.tail_window,
             min_points=settings.tail_min_points,
             conservative=settings.tail_conservative,
+            season_max_period=settings.season_max_period,
         ),
         "episodes": EpisodePolicy(
             close_after=settings.episode_close_after,

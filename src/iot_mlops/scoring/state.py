@@ -115,6 +115,8 @@ class SeriesState:
             self.forecast = None
         elif missing > 0:
             self.values.extend([math.nan] * int(missing))
+        if missing > 0 and self.channels is not None:
+            self.channels.gap(int(missing))
 
     def fill_gap_before(self, grid_ms: int) -> None:
         """Before a forecast for a reading after a gap: the missing steps become NaN so the
@@ -130,8 +132,9 @@ class SeriesState:
         return self.channels
 
     def warm(self, grid_ms: int, value: float, rules: Rules) -> None:
-        self._channels(rules).warm(value)
+        ch = self._channels(rules)
         self._advance_to(grid_ms)
+        ch.warm(value)
         self.values.append(value)
         self.last_ms = grid_ms
         self.observed += 1
@@ -143,6 +146,7 @@ class SeriesState:
         assert i is not None
         med, lo, hi = fc.median[i], fc.lower[i], fc.upper[i]
         ch = self._channels(rules)
+        self._advance_to(grid_ms)  # gaps first: the season is kept on the grid
         dev = deviation(value, med, lo, hi)
         ev = ch.observe(value, dev)
         if rules.observe_only:
@@ -155,11 +159,11 @@ class SeriesState:
             rules.log_rate,
             rules.episodes,
         )
-        ch.learn(value)
         outlier = ev.score >= 0.5
-        self._advance_to(grid_ms)
         # Outliers enter the context as the forecast so they do not drag later forecasts.
-        self.values.append(med if outlier else value)
+        entered = med if outlier else value
+        ch.learn(value, entered)
+        self.values.append(entered)
         self.last_ms = grid_ms
         self.observed += 1
         self._track_outliers(grid_ms, value, outlier, change)
