@@ -344,30 +344,45 @@ def _iso(t: np.ndarray) -> np.ndarray:
     return np.char.add(np.datetime_as_string(t, unit="ms"), "Z")
 
 
-def _make_series(
-    rng: np.random.Generator, n: int, interval_s: int, forced: str | None, kinds: list[str]
-) -> tuple[pd.DataFrame, list[LabelWindow], list[str]]:
-    feats = {f for f in IRREGULARITIES if rng.random() < 0.3}
-    if forced:
-        feats.add(forced)
-    t = _timeline(rng, n, interval_s, feats)
-    info = sorted(feats - {"clock_jumps"})
-    noise = _noise(rng, n, info)
-    x = _clean(rng, t, interval_s, info) + noise
-    anomalies = _place(rng, n, kinds)
-    for an in anomalies:
-        _inject(rng, x, noise, an)
-    reported = t
-    if "clock_jumps" in feats:
-        reported, jumps = _clock_jumps(rng, t, interval_s, anomalies)
-        if jumps:
-            info.append("clock_jumps")
-    # Physical units: a level and a scale per series; a sensor resolution of ~sigma/20.
+def _report_times(
+    rng: np.random.Generator,
+    t: np.ndarray,
+    interval_s: int,
+    feats: set[str],
+    anomalies: list[_Anomaly],
+    info: list[str],
+) -> np.ndarray:
+    """The timestamps the sensor reports: the true times, or with clock jumps if asked."""
+    if "clock_jumps" not in feats:
+        return t
+    reported, jumps = _clock_jumps(rng, t, interval_s, anomalies)
+    if jumps:
+        info.append("clock_jumps")
+    return reported
+
+
+def _to_units(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+    """Physical units: a level and a scale per series; a sensor resolution of ~sigma/20."""
     scale = 10 ** rng.uniform(-1.5, 2.0)
     level = rng.uniform(-2.0, 10.0) * scale * 10
     decimals = max(0, -math.floor(math.log10(scale / 20)))
-    values = np.round(level + scale * x, decimals)
-    offset_days = int(rng.integers(0, 300))
+    return np.round(level + scale * x, decimals)
+
+
+def _frame(
+    rng: np.random.Generator,
+    t: np.ndarray,
+    reported: np.ndarray,
+    values: np.ndarray,
+    anomalies: list[_Anomaly],
+    feats: set[str],
+    info: list[str],
+    interval_s: int,
+    offset_days: int | None = None,
+) -> tuple[pd.DataFrame, list[LabelWindow], list[str]]:
+    """The series' file content and its label windows (at the true times of their rows)."""
+    if offset_days is None:  # the standard profile draws it here: keep its draw order
+        offset_days = int(rng.integers(0, 300))
     t0 = BASE_TIME + np.timedelta64(offset_days * DAY_S * 1000, "ms")
     ts = t0 + np.round(reported * 1000).astype(np.int64).astype("timedelta64[ms]")
     true_ts = t0 + np.round(t * 1000).astype(np.int64).astype("timedelta64[ms]")
@@ -384,6 +399,25 @@ def _make_series(
         for an in anomalies
     ]
     return pd.DataFrame({"timestamp": text, "value": values}), windows, info
+
+
+def _make_series(
+    rng: np.random.Generator, n: int, interval_s: int, forced: str | None, kinds: list[str]
+) -> tuple[pd.DataFrame, list[LabelWindow], list[str]]:
+    """One series of the standard profile."""
+    feats = {f for f in IRREGULARITIES if rng.random() < 0.3}
+    if forced:
+        feats.add(forced)
+    t = _timeline(rng, n, interval_s, feats)
+    info = sorted(feats - {"clock_jumps"})
+    noise = _noise(rng, n, info)
+    x = _clean(rng, t, interval_s, info) + noise
+    anomalies = _place(rng, n, kinds)
+    for an in anomalies:
+        _inject(rng, x, noise, an)
+    reported = _report_times(rng, t, interval_s, feats, anomalies, info)
+    values = _to_units(rng, x)
+    return _frame(rng, t, reported, values, anomalies, feats, info, interval_s)
 
 
 def _write(
