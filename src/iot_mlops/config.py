@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     mlflow_allowed_hosts: str = ""
     prometheus_port: int = 9090
     metrics_port: int = 8000
-    # The detector's /metrics and /healthz bind here; Compose sets 0.0.0.0 inside containers.
+    # The detector's /metrics, /livez and /readyz bind here; Compose sets 0.0.0.0 inside containers.
     metrics_host: str = "127.0.0.1"
     # Seconds each service may take to become healthy in `stack up`.
     startup_timeout_s: float = 180.0

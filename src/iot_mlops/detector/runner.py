@@ -289,7 +289,9 @@ class Detector:
     def _shutdown(self) -> None:
         self.stop()
         if self.consumer is not None:
-            # Leave the group now so the partitions move to another replica at once.
+            # Commits nothing more. As a static member it does not leave the group: a
+            # restart within session.timeout.ms keeps the partitions, a replica stopped for
+            # good loses them when its session times out.
             try:
                 self.consumer.close()
             except (KafkaException, RuntimeError) as e:
