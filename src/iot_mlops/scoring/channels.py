@@ -15,7 +15,7 @@ channel is calibrated per series on its own, whatever the series' scale, noise o
   has followed (the model sees the new level in its context) or a value outside the range the
   series has shown.
 * ``stuck``: the same value repeated exactly, by a series that normally varies.
-* ``seasonal``: ``|sum of the last w differences from one season ago| / sqrt(w)``, the season
+* ``seasonal``: the mean ``|difference from one season ago|`` over the last w steps, the season
   found in the series' own history (``scoring/season.py``): a level or amplitude that changes
   against a season longer than the model's context.
 
@@ -56,6 +56,7 @@ class ChannelConfig:
     stuck_after: int = 10
     season_max_period: int = 2016  # the longest season looked for, in steps (0 = none)
     season_min_acf: float = 0.3
+    season_window: int = 16
 
     def __post_init__(self) -> None:
         unknown = set(self.channels) - set(CHANNELS)
@@ -168,7 +169,7 @@ class SeriesChannels:
         self.flatline = Flatline(after=c.stuck_after)
         self.seasonal = c.tail()
         self.season = (
-            Season(c.season_max_period, c.season_min_acf, c.shift_window)
+            Season(c.season_max_period, c.season_min_acf, c.season_window)
             if "seasonal" in c.channels and c.season_max_period > 0
             else None
         )

@@ -14,9 +14,11 @@ level channel (the daily range is wider than the jump). ``Season`` keeps the las
   fewer than three seasons of history, a random walk imitates one in a quarter of the cases,
   with three in 1 of 40). It is looked for as history grows and again every ``max_period``
   steps;
-* reports ``|sum of the last w seasonal differences| / sqrt(w)`` (``x_t - x_{t-P}``): a change
-  against the same phase one season ago, which the ``seasonal`` channel calibrates per series
-  like every other statistic.
+* reports the mean ``|x_t - x_{t-P}|`` over the last ``w`` steps (16): how far the series is
+  from the same phase one season ago, which the ``seasonal`` channel calibrates per series like
+  every other statistic. Absolute, not signed: an amplitude change moves the difference up at
+  the peaks and down in the troughs, which a signed sum cancels (measured on the generated
+  corpora, docs/quality.md).
 
 The values it keeps are those that entered the model's context (an outlier as the forecast),
 so an anomaly does not echo one season later.
@@ -77,7 +79,7 @@ def find_period(values: np.ndarray, max_period: int, min_acf: float) -> int:
 class Season:
     max_period: int = 2016
     min_acf: float = 0.3
-    window: int = 8
+    window: int = 16
     period: int = 0
     buf: np.ndarray = field(init=False)
     head: int = 0  # where the next value goes
@@ -106,7 +108,7 @@ class Season:
             self.diffs.append(d)
         if len(self.diffs) < self.window:
             return None
-        return abs(sum(self.diffs)) / math.sqrt(len(self.diffs))
+        return sum(abs(d) for d in self.diffs) / len(self.diffs)
 
     def push(self, value: float) -> bool:
         """A value enters the history (NaN for a missing step). True when the period changed
