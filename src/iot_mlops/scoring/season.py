@@ -86,7 +86,8 @@ class Season:
     count: int = 0  # values (and gaps) seen, capped at the buffer's size
     since_check: int = 0
     mute: int = 0  # steps left without a statistic (after the series' level was reset)
-    diffs: deque[float] = field(init=False)
+    diffs: deque[float] = field(init=False)  # the last ``window`` |differences|
+    total: float = 0.0  # their sum
 
     def __post_init__(self) -> None:
         self.buf = np.full(3 * self.max_period, np.nan, dtype=np.float32)
@@ -103,12 +104,15 @@ class Season:
         there is no season (or not enough of it)."""
         if self.period == 0 or self.mute > 0:
             return None
-        d = value - self.lagged(self.period)
+        d = abs(value - self.lagged(self.period))
         if math.isfinite(d):
+            if len(self.diffs) == self.window:
+                self.total -= self.diffs[0]
             self.diffs.append(d)
+            self.total += d  # a running sum: O(1) per reading
         if len(self.diffs) < self.window:
             return None
-        return sum(abs(d) for d in self.diffs) / len(self.diffs)
+        return max(self.total, 0.0) / self.window
 
     def push(self, value: float) -> bool:
         """A value enters the history (NaN for a missing step). True when the period changed
@@ -130,6 +134,7 @@ class Season:
             return False
         self.period = p
         self.diffs.clear()
+        self.total = 0.0
         return True
 
     def gap(self, steps: int) -> None:
@@ -140,3 +145,4 @@ class Season:
         """The series' level changed for good: one season ago says nothing for one season."""
         self.mute = self.period
         self.diffs.clear()
+        self.total = 0.0
