@@ -21,6 +21,7 @@ from iot_mlops.events import (
     encode_reading,
     format_ts,
     parse_ts,
+    series_id,
 )
 
 pytestmark = pytest.mark.unit
@@ -206,3 +207,11 @@ def test_event_time_bounds_against_the_record_timestamp() -> None:
     with pytest.raises(ReadingError) as behind:
         check_event_time(r, t + 2 * hour, hour, hour)
     assert behind.value.reason == "clock_skew" and "behind" in behind.value.detail
+
+
+def test_series_ids_are_unambiguous_and_ordinary_names_unchanged() -> None:
+    assert series_id("a/b", "c") != series_id("a", "b/c")
+    assert series_id("a", "b%2Fc") != series_id("a", "b/c")
+    assert series_id("pump-007", "temperature") == "pump-007/temperature"
+    # The device is everything before the last "/": a metric name never holds one.
+    assert series_id("site/pump", "flow/min").rsplit("/", 1) == ["site/pump", "flow%2Fmin"]

@@ -73,6 +73,11 @@ class Reading:
 
 
 def series_id(device_id: str, metric_name: str) -> str:
+    """``device/metric``, unambiguous: a ``/`` or ``%`` in the metric name is percent-encoded
+    (as in a URL path segment), so ("a/b", "c") and ("a", "b/c") are two series, and the
+    device is everything before the last ``/``. Ordinary names are unchanged."""
+    if "/" in metric_name or "%" in metric_name:
+        metric_name = metric_name.replace("%", "%25").replace("/", "%2F")
     return f"{device_id}/{metric_name}"
 
 
