@@ -61,6 +61,8 @@ VARIANTS = {
     "no seasonal": replace(
         BASE, channels=ChannelConfig(channels=("residual", "shift", "level", "stuck"))
     ),
+    "seasonal over 32": replace(BASE, channels=ChannelConfig(season_window=32)),
+    "seasonal over 64": replace(BASE, channels=ChannelConfig(season_window=64)),
     "residual only": replace(BASE, channels=ChannelConfig(channels=("residual",))),
     "residual + stuck": replace(BASE, channels=ChannelConfig(channels=("residual", "stuck"))),
     "no level": replace(BASE, channels=ChannelConfig(channels=("residual", "shift", "stuck"))),
