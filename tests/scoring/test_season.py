@@ -88,3 +88,14 @@ def test_a_change_against_the_season_fires_the_seasonal_channel(change: str) -> 
 def test_without_the_channel_no_season_is_kept() -> None:
     ch = SeriesChannels.create(ChannelConfig(channels=("residual", "level")), CAL)
     assert ch.season is None
+
+
+def test_the_history_grows_with_the_series_and_keeps_its_order() -> None:
+    s = Season(max_period=200)  # capacity 600, starts at 256
+    for v in range(1000):
+        s.push(float(v))
+        if v == 299:
+            assert len(s.buf) == 512  # a young series holds little
+    assert len(s.buf) == 600 and s.count == 600
+    assert [s.lagged(k) for k in (1, 2, 600)] == [999.0, 998.0, 400.0]
+    assert math.isnan(s.lagged(601))

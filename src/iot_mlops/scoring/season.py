@@ -90,8 +90,13 @@ class Season:
     total: float = 0.0  # their sum
 
     def __post_init__(self) -> None:
-        self.buf = np.full(3 * self.max_period, np.nan, dtype=np.float32)
+        # Grown by doubling up to its capacity: a young series holds little.
+        self.buf = np.full(min(256, self.capacity), np.nan, dtype=np.float32)
         self.diffs = deque(maxlen=self.window)
+
+    @property
+    def capacity(self) -> int:
+        return 3 * self.max_period
 
     def lagged(self, lag: int) -> float:
         """The value ``lag`` steps before the next one (NaN if unknown)."""
@@ -117,13 +122,18 @@ class Season:
     def push(self, value: float) -> bool:
         """A value enters the history (NaN for a missing step). True when the period changed
         (the channel's learnt statistics then mean something else)."""
+        if self.count == len(self.buf) < self.capacity:
+            # Never wrapped: the values are in order, and the next one goes after them.
+            grown = np.full(min(2 * len(self.buf), self.capacity), np.nan, dtype=np.float32)
+            grown[: self.count] = self.buf
+            self.buf, self.head = grown, self.count
         self.buf[self.head] = value
         self.head = (self.head + 1) % len(self.buf)
         self.count = min(self.count + 1, len(self.buf))
         self.mute = max(0, self.mute - 1)
         self.since_check += 1
         due = self.count in _CHECKS or (
-            self.count == len(self.buf) and self.since_check >= self.max_period
+            self.count == self.capacity and self.since_check >= self.max_period
         )
         if not due or self.max_period < _MIN_PERIOD:
             return False
@@ -138,7 +148,7 @@ class Season:
         return True
 
     def gap(self, steps: int) -> None:
-        for _ in range(min(steps, len(self.buf))):
+        for _ in range(min(steps, self.capacity)):
             self.push(math.nan)
 
     def reset_level(self) -> None:
