@@ -1,10 +1,13 @@
 """Synthetic readings in the simulator's schema, shared by the forecaster, training and registry
-tests."""
+tests, and one series' channels run over a synthetic stream (the scoring tests)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
+from iot_mlops.scoring.calibrate import Calibration
+from iot_mlops.scoring.channels import ChannelConfig, SeriesChannels
 
 AMPLITUDE = 5.0
 PERIOD = 60
@@ -50,3 +53,18 @@ def synthetic_readings(
 
 def clean_signal(device: int, metric: int, t: np.ndarray) -> np.ndarray:
     return 50 + 10 * device + 5 * metric + AMPLITUDE * np.sin(2 * np.pi * t / PERIOD + device)
+
+
+def fired_channels(
+    values: np.ndarray, devs: np.ndarray, config: ChannelConfig, start: int
+) -> set[str]:
+    """The channels of one series that fired from reading ``start`` on, given each reading's
+    value and forecast deviation."""
+    ch = SeriesChannels.create(config, Calibration(threshold=1.5, target_false_alarm_rate=0.002))
+    fired: set[str] = set()
+    for i, (v, d) in enumerate(zip(values, devs, strict=True)):
+        ev = ch.observe(float(v), float(d))
+        ch.learn(float(v))
+        if i >= start:
+            fired.update(ev.fired)
+    return fired

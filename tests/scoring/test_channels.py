@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from series_helpers import fired_channels
 
 from iot_mlops.scoring.calibrate import Calibration
 from iot_mlops.scoring.channels import (
@@ -63,11 +64,5 @@ def test_a_level_shift_the_forecast_follows_still_shows_in_the_level_channel() -
     n = 1500
     values = np.concatenate([rng.normal(10, 1, n), rng.normal(16, 1, 50)])
     devs = rng.normal(0, 0.4, n + 50)  # the forecast follows: residuals look normal
-    ch = SeriesChannels.create(ChannelConfig(), CAL)
-    fired: set[str] = set()
-    for i, (v, d) in enumerate(zip(values, devs, strict=True)):
-        ev = ch.observe(float(v), float(d))
-        ch.learn(float(v))
-        if i >= n:
-            fired.update(ev.fired)
+    fired = fired_channels(values, devs, ChannelConfig(), n)
     assert "level" in fired and "residual" not in fired

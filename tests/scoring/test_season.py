@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 from scipy.signal import lfilter
+from series_helpers import fired_channels
 
 from iot_mlops.scoring.calibrate import Calibration
 from iot_mlops.scoring.channels import ChannelConfig, SeriesChannels
@@ -58,17 +59,9 @@ def test_the_lag_counts_grid_steps_not_readings() -> None:
 
 
 def _fired(values: np.ndarray, config: ChannelConfig, start: int) -> set[str]:
-    """Channels that fired from ``start`` on, with residuals the forecast would give if it
-    followed every change (small, normal)."""
-    ch = SeriesChannels.create(config, CAL)
+    """With residuals the forecast would give if it followed every change (small, normal)."""
     devs = np.random.default_rng(9).normal(0, 0.4, len(values))
-    fired: set[str] = set()
-    for i, (v, d) in enumerate(zip(values, devs, strict=True)):
-        ev = ch.observe(float(v), float(d))
-        ch.learn(float(v))
-        if i >= start:
-            fired.update(ev.fired)
-    return fired
+    return fired_channels(values, devs, config, start)
 
 
 @pytest.mark.parametrize("change", ["level", "amplitude"])

@@ -267,16 +267,24 @@ def _noise(rng: np.random.Generator, n: int, feats: list[str]) -> np.ndarray:
     return e
 
 
+def _trend(
+    rng: np.random.Generator, t: np.ndarray, span: float, share: float, feats: list[str]
+) -> np.ndarray:
+    """A linear trend of up to 8 sigma over the series, in ``share`` of the series."""
+    x = np.zeros(len(t))
+    if rng.random() < share:
+        total = float(rng.uniform(-8.0, 8.0))
+        x += total * (t - t[0]) / span
+        feats.append(f"trend({total:+.1f} sigma)")
+    return x
+
+
 def _clean(
     rng: np.random.Generator, t: np.ndarray, interval_s: int, feats: list[str]
 ) -> np.ndarray:
     """Trend plus one to three seasonalities, in noise-sigma units."""
     span = max(float(t[-1] - t[0]), interval_s)
-    x = np.zeros(len(t))
-    if rng.random() < 0.6:
-        total = float(rng.uniform(-8.0, 8.0))
-        x += total * (t - t[0]) / span
-        feats.append(f"trend({total:+.1f} sigma)")
+    x = _trend(rng, t, span, 0.6, feats)
     periods = [DAY_S, WEEK_S, 3600, int(rng.integers(12, 300)) * interval_s]
     ok = [p for p in periods if 8 * interval_s <= p <= span / 2]
     if ok:
@@ -420,11 +428,7 @@ def _hard_clean(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sometimes a trend, always a main season (2-8 sigma); returns (clean, season part)."""
     span = max(float(t[-1] - t[0]), interval_s)
-    x = np.zeros(len(t))
-    if rng.random() < 0.4:
-        total = float(rng.uniform(-8.0, 8.0))
-        x += total * (t - t[0]) / span
-        feats.append(f"trend({total:+.1f} sigma)")
+    x = _trend(rng, t, span, 0.4, feats)
     shape = _season_shape(rng, t, interval_s, offset_days, feats, short_ok=True)
     if shape is None:  # a series too short for any cycle (only with tiny min_rows)
         return x, np.zeros(len(t))
