@@ -91,7 +91,12 @@ def wait_until(cond: Callable[[], bool], timeout: float, what: str, every: float
 
 
 def caught_up(settings: Settings) -> bool:
-    ends = end_offsets(settings, settings.input_topic)
+    try:
+        ends = end_offsets(settings, settings.input_topic)
+    except KafkaException:
+        # Not yet: a broker that has just restarted may not know the partitions' leaders
+        # yet (UNKNOWN_PARTITION); the polling callers retry.
+        return False
     done = committed_offsets(settings)
     return all(done.get(p, -1) >= end for p, end in ends.items() if end > 0)
 
