@@ -117,10 +117,6 @@ class RunningDetector:
     """A real Detector in a thread of the test process (its own metrics registry)."""
 
     def __init__(self, settings: Settings) -> None:
-        # Several detectors share this host (and this process): each gets its own replica id
-        # unless the test names one (two live ones with one id would fence each other).
-        if not settings.replica_id:
-            settings = settings.model_copy(update={"replica_id": f"t-{uuid.uuid4().hex[:8]}"})
         self.detector = Detector(settings)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -181,9 +177,6 @@ def detector_process(s: Settings, log: Path, **extra_env: str) -> subprocess.Pop
         IOT_MLOPS_BATCH_MAX_MESSAGES="300",
         IOT_MLOPS_ALIAS_POLL_INTERVAL_S="1",
     )
-    # Its own replica id unless the test names one (a restart that should fence its
-    # predecessor passes the same IOT_MLOPS_REPLICA_ID again).
-    env["IOT_MLOPS_REPLICA_ID"] = f"p-{uuid.uuid4().hex[:8]}"
     env.update(extra_env)
     exe = Path(sys.executable).with_name("iot-mlops")
     return subprocess.Popen(

@@ -8,7 +8,6 @@ keep their ecosystem names (``KAFKA_BOOTSTRAP_SERVERS``, ``MLFLOW_TRACKING_URI``
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +93,7 @@ class Settings(BaseSettings):
     mlflow_allowed_hosts: str = ""
     prometheus_port: int = 9090
     metrics_port: int = 8000
-    # The detector's /metrics, /livez and /readyz bind here; Compose sets 0.0.0.0 inside containers.
+    # The detector's /metrics and /healthz bind here; Compose sets 0.0.0.0 inside containers.
     metrics_host: str = "127.0.0.1"
     # Seconds each service may take to become healthy in `stack up`.
     startup_timeout_s: float = 180.0
@@ -167,19 +166,6 @@ class Settings(BaseSettings):
     # iot_metric_labels_folded_total), so a producer inventing names cannot grow /metrics.
     max_label_values: int = Field(50, ge=1)
     transaction_timeout_ms: int = Field(60_000, ge=1000)
-    # /livez answers 503 once the consume loop has not come round for this long. A state
-    # rebuild on assignment or a slow commit holds the loop, so it is generous; it is also the
-    # consumer's max.poll.interval.ms (a replica whose loop stops that long leaves the group).
-    liveness_max_age_s: float = Field(600.0, ge=10)
-    # This replica's stable name; empty: the hostname (in Compose, the container's, which
-    # differs per `--scale` replica and survives a restart of that container). It gives the
-    # consumer's static group membership (group.instance.id) and the producer's
-    # transactional.id, both `<consumer_group>-<replica_id>`: a replica restarted within
-    # the session timeout gets its partitions back without a rebalance, and its producer
-    # fences its killed predecessor's at once (the broker aborts the open transaction then,
-    # instead of after transaction_timeout_ms). Two live detectors of one group must have
-    # different ids (the newer fences the older): set it when several run on one host.
-    replica_id: str = Field("", pattern=r"^[A-Za-z0-9._-]*$", max_length=200)
 
     @field_validator("channels")
     @classmethod
@@ -209,19 +195,6 @@ class Settings(BaseSettings):
         """A copy with CLI flags applied; ``None`` means 'flag not given'."""
         given = {k: v for k, v in overrides.items() if v is not None}
         return self.model_copy(update=given) if given else self
-
-    def replica(self) -> str:
-        """``replica_id``, or the hostname when it is not set."""
-        return self.replica_id or socket.gethostname()
-
-    def group_instance_id(self) -> str:
-        """The detector consumer's ``group.instance.id`` (static membership)."""
-        return f"{self.consumer_group}-{self.replica()}"
-
-    def transactional_id(self) -> str:
-        """The detector producer's ``transactional.id``: the same for every producer this
-        replica creates, in this process or after a restart, so each fences the one before."""
-        return f"{self.consumer_group}-{self.replica()}"
 
     def kafka_common(self) -> dict[str, Any]:
         """librdkafka properties shared by every client we create."""

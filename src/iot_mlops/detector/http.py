@@ -1,11 +1,7 @@
-"""The detector's HTTP endpoints: ``/metrics`` (Prometheus), ``/livez`` and ``/readyz``.
+"""The detector's HTTP endpoints: ``/metrics`` (Prometheus) and ``/healthz``.
 
-``/livez`` is 200 while the consume loop runs and came round recently
-(``IOT_MLOPS_LIVENESS_MAX_AGE_S``): restart the process only when it fails. A spare replica
-with no partitions, or one waiting for its first model, is alive. ``/readyz`` is 200 only
-when a model is loaded and the consumer has at least one partition, so an orchestrator does
-not route or count a replica that cannot score yet. ``/healthz`` is kept as an alias of
-``/readyz`` for the scripts and dashboards that used it.
+``/healthz`` answers 200 only when a model is loaded and the consumer has partitions, so an
+orchestrator does not route or count a replica that cannot score yet.
 """
 
 from __future__ import annotations
@@ -17,24 +13,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-Probe = Callable[[], dict[str, object]]
-# path -> the key of the probe's state that decides 200 / 503
-CHECKS = {"/livez": "alive", "/readyz": "ready", "/healthz": "ready"}
 
-
-def serve(host: str, port: int, registry: CollectorRegistry, health: Probe) -> ThreadingHTTPServer:
+def serve(
+    host: str, port: int, registry: CollectorRegistry, health: Callable[[], dict[str, object]]
+) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0].rstrip("/")
-            if path == "/metrics":
+            if self.path.startswith("/metrics"):
                 self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-            elif path in CHECKS:
+            elif self.path.startswith("/healthz"):
                 state = health()
-                code = 200 if state.get(CHECKS[path]) else 503
+                code = 200 if state.get("ready") else 503
                 self._send(code, orjson.dumps(state), "application/json")
             else:
-                body = b"not found: try /metrics, /livez or /readyz\n"
-                self._send(404, body, "text/plain")
+                self._send(404, b"not found: try /metrics or /healthz\n", "text/plain")
 
         def _send(self, code: int, body: bytes, ctype: str) -> None:
             self.send_response(code)

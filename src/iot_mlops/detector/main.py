@@ -22,9 +22,7 @@ def run_detector(settings: Settings) -> int:
 
     def health() -> dict[str, object]:
         return {
-            "alive": detector.alive(settings.liveness_max_age_s),
             "ready": detector.ready(),
-            "replica": settings.replica(),
             "model_loaded": detector.engine is not None,
             "model_version": detector.engine.version if detector.engine else None,
             "partitions": sorted(f"{t}[{p}]" for t, p in detector.assigned),

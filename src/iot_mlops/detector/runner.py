@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from iot_mlops.config import Settings
 from iot_mlops.detector import restore
@@ -43,7 +43,6 @@ from iot_mlops.detector.watcher import (
     default_loader,
     default_resolver,
 )
-from iot_mlops.errors import ServiceError
 from iot_mlops.kafka import clients
 from iot_mlops.scoring.engine import Engine, ForecasterLike
 from iot_mlops.scoring.liveness import LivenessConfig
@@ -71,25 +70,15 @@ class Detector:
         self.consumer: Consumer | None = None
         self.transactions: Transactions | None = None
         self.batches = 0
-        # time.monotonic() of the last iteration of the consume loop (or of waiting for a
-        # model): /livez is 200 while it is recent. None before run() and after it ends.
-        self.heartbeat: float | None = None
 
     @property
     def m(self) -> DetectorMetrics:
         """Short alias of ``metrics`` (used by evaluation.pipeline)."""
         return self.metrics
 
-    # --- state shown by /readyz (alias /healthz) and /livez ----------------------------------
+    # --- state shown by /healthz -------------------------------------------------------------
     def ready(self) -> bool:
-        """Scoring: a model loaded and at least one partition assigned."""
         return self.engine is not None and bool(self.assigned)
-
-    def alive(self, max_age_s: float) -> bool:
-        """The loop runs and its last iteration is at most ``max_age_s`` old (a spare replica
-        with no partitions, or one waiting for its first model, is alive)."""
-        beat = self.heartbeat
-        return beat is not None and time.monotonic() - beat <= max_age_s
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -97,16 +86,9 @@ class Detector:
 
     # --- lifecycle ----------------------------------------------------------------------------
     def run(self) -> int:
-        self.metrics.model_loaded.set(0)
-        self.heartbeat = time.monotonic()
-        self.watcher.start()
-        try:
-            return self._run()
-        finally:
-            self.heartbeat = None
-
-    def _run(self) -> int:
         s = self.settings
+        self.metrics.model_loaded.set(0)
+        self.watcher.start()
         if not self._wait_for_model():
             return 0
         self.consumer = self._new_consumer()
@@ -119,9 +101,7 @@ class Detector:
             on_revoke=self._on_revoke,
             on_lost=self._on_revoke,
         )
-        log.info(
-            "consuming %s as group %s, replica %s", s.input_topic, s.consumer_group, s.replica()
-        )
+        log.info("consuming %s as group %s", s.input_topic, s.consumer_group)
         try:
             self._loop()
         finally:
@@ -134,17 +114,13 @@ class Detector:
             s,
             s.consumer_group,
             **{
-                # Static membership: a restart within session.timeout.ms keeps the
-                # assignment, no rebalance. (A static member does not leave the group on
-                # close: its partitions move only once its session times out.)
-                "group.instance.id": s.group_instance_id(),
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "isolation.level": "read_committed",
                 "partition.assignment.strategy": "cooperative-sticky",
                 "enable.partition.eof": False,
                 # Rebuilding state on assignment replays the log through the model.
-                "max.poll.interval.ms": int(s.liveness_max_age_s * 1000),
+                "max.poll.interval.ms": 600_000,
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 2_000,
                 "error_cb": clients.log_kafka_error,
@@ -156,7 +132,6 @@ class Detector:
         s = self.settings
         last_lag = 0.0
         while not self.stop_event.is_set():
-            self.heartbeat = time.monotonic()
             self._maybe_swap_model()
             msgs = self.consumer.consume(s.batch_max_messages, timeout=s.poll_timeout_s)
             if msgs:
@@ -169,7 +144,6 @@ class Detector:
 
     def _wait_for_model(self) -> bool:
         while not self.stop_event.is_set():
-            self.heartbeat = time.monotonic()
             model = self.watcher.take()
             if model is not None:
                 self._use_model(model)
@@ -295,9 +269,7 @@ class Detector:
     def _shutdown(self) -> None:
         self.stop()
         if self.consumer is not None:
-            # Commits nothing more. As a static member it does not leave the group: a
-            # restart within session.timeout.ms keeps the partitions, a replica stopped for
-            # good loses them when its session times out.
+            # Leave the group now so the partitions move to another replica at once.
             try:
                 self.consumer.close()
             except (KafkaException, RuntimeError) as e:
@@ -313,11 +285,6 @@ def _incoming(msgs: list[Message]) -> list[Incoming]:
     for msg in msgs:
         err = msg.error()
         if err is not None:
-            if err.code() == KafkaError.FENCED_INSTANCE_ID:
-                raise ServiceError(
-                    f"another detector joined the group with this replica's id ({err})",
-                    fix="give each detector of a group its own IOT_MLOPS_REPLICA_ID",
-                )
             if err.fatal():
                 raise KafkaException(err)
             log.warning("consumer error: %s", err)

@@ -17,6 +17,7 @@ import itertools
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 
 from confluent_kafka import (
@@ -52,10 +53,7 @@ def new_producer(settings: Settings, on_delivery: OnDelivery | None = None) -> P
     p = clients.producer(
         s,
         **{
-            # Stable per replica (not per process): init_transactions below fences any
-            # earlier producer of this id, a killed predecessor's or one replaced here, and
-            # the broker aborts its open transaction at once.
-            "transactional.id": s.transactional_id(),
+            "transactional.id": f"{s.consumer_group}-{uuid.uuid4().hex[:12]}",
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 5,
@@ -66,10 +64,6 @@ def new_producer(settings: Settings, on_delivery: OnDelivery | None = None) -> P
     )
     p.init_transactions(60)
     return p
-
-
-# How long a replaced producer may take to hand back its queued records.
-OLD_PRODUCER_FLUSH_S = 5.0
 
 
 class Transactions:
@@ -88,7 +82,6 @@ class Transactions:
         self.on_rewind = on_rewind
         self.publisher = Publisher(settings.dlq_topic, settings.dlq_max_key_bytes)
         self.producer = new_producer(settings, self.publisher.on_delivery)
-        self.replaced_producers = 0
 
     def commit(self, out: BatchOutput) -> bool:
         """Records + consumed offsets in one transaction; True once committed. An aborted
@@ -136,7 +129,7 @@ class Transactions:
                 transient = err.retriable() or err.code() == KafkaError._TIMED_OUT
                 if not transient or attempt == 4:
                     log.error("aborting the transaction failed (%s); replacing the producer", err)
-                    self._replace_producer()
+                    self.producer = new_producer(self.settings, self.publisher.on_delivery)
                     return
                 log.warning("aborting the transaction failed (%s); retrying", err)
                 time.sleep(min(5.0, 0.2 * 2**attempt))
@@ -154,23 +147,8 @@ class Transactions:
             "and redoing the batch from committed offsets", SEND_OFFSETS_DEADLINE_S,
         )  # fmt: skip
         self.metrics.transactions.labels(result="aborted").inc()
-        self._replace_producer()
-        self.rewind(partitions)
-
-    def _replace_producer(self) -> None:
-        """A new producer of the same transactional id: its ``init_transactions`` fences the
-        old one (which can then commit nothing) and has the broker abort the old one's open
-        transaction now, not after ``transaction.timeout.ms``. The old producer's queued
-        records are purged (the batch is redone) and it is flushed with a timeout and
-        dropped; ``close()`` is not called, it can block behind a hung call."""
-        old = self.producer
         self.producer = new_producer(self.settings, self.publisher.on_delivery)
-        try:
-            old.purge()
-            old.flush(OLD_PRODUCER_FLUSH_S)
-        except (KafkaException, RuntimeError) as e:
-            log.warning("releasing the replaced producer: %s", e)
-        self.replaced_producers += 1
+        self.rewind(partitions)
 
     def _send_offsets(self, p: Producer, offsets: list[TopicPartition]) -> bool:
         """``send_offsets_to_transaction`` with a hard deadline per call (False if a call
