@@ -139,7 +139,6 @@ class Detector:
             now = time.monotonic()
             if now - last_lag > 2.0:
                 self._update_lag()
-                self._update_series_gauges()
                 last_lag = now
 
     def _wait_for_model(self) -> bool:
@@ -187,15 +186,10 @@ class Detector:
         # it here too made a permanent abort loop look like a healthy stream).
         if self.transactions.commit(out):
             apply_committed(out.deltas, self.metrics, time.time() * 1000)
+        self.metrics.series_tracked.set(len(self.engine.series))
+        self.metrics.series_warming_up.set(self.engine.warming_up())
+        self.metrics.series_silent.set(self.engine.silent())
         self.batches += 1
-
-    def _update_series_gauges(self) -> None:
-        """Every couple of seconds, not per batch: counting warming-up and silent series
-        walks every series (O(series) per batch was a hot-path cost at 100,000 series)."""
-        if self.engine is not None:
-            self.metrics.series_tracked.set(len(self.engine.series))
-            self.metrics.series_warming_up.set(self.engine.warming_up())
-            self.metrics.series_silent.set(self.engine.silent())
 
     def _forget_expired(self, expired: set[str]) -> None:
         """Expired series leave the partition index too (it would otherwise keep every id
