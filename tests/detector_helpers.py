@@ -101,15 +101,22 @@ def caught_up(settings: Settings) -> bool:
     return all(done.get(p, -1) >= end for p, end in ends.items() if end > 0)
 
 
-def read_all(settings: Settings, topic: str, timeout: float = 30.0) -> list:
-    """Every committed message of ``topic`` (read_committed), up to its end offsets now."""
+def read_all(settings: Settings, topic: str, timeout: float | None = None) -> list:
+    """Every committed message of ``topic`` (read_committed), up to its end offsets now. By
+    default it waits out a transaction left open (the broker aborts it after the producer's
+    transaction timeout, checked every 10 s) rather than fail."""
+    if timeout is None:
+        timeout = settings.transaction_timeout_ms / 1000 + 60
     return clients.read_topic(settings, topic, timeout_s=timeout)
 
 
-def anomalies(settings: Settings, event: str | None = "opened") -> list[dict]:
+def anomalies(
+    settings: Settings, event: str | None = "opened", timeout: float | None = None
+) -> list[dict]:
     """The episode events of the anomalies topic (by default the openings: one per
     departure); ``event=None`` returns every event."""
-    evs = [decode_anomaly(m.value()) for m in read_all(settings, settings.anomalies_topic)]
+    msgs = read_all(settings, settings.anomalies_topic, timeout)
+    evs = [decode_anomaly(m.value()) for m in msgs]
     return [e for e in evs if event is None or e["event"] == event]
 
 

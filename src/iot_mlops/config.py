@@ -166,6 +166,13 @@ class Settings(BaseSettings):
     # iot_metric_labels_folded_total), so a producer inventing names cannot grow /metrics.
     max_label_values: int = Field(50, ge=1)
     transaction_timeout_ms: int = Field(60_000, ge=1000)
+    # Names this detector replica, unique within its consumer group (a pod or container
+    # name): its producer's transactional.id is `<consumer_group>-<instance_id>`, so a
+    # restarted replica fences its predecessor and aborts the transaction it left open at
+    # once; otherwise read_committed readers of the outputs wait transaction_timeout_ms for
+    # the broker to abort it. Empty: a random id per process (a producer the process
+    # replaces still fences the one before it).
+    instance_id: str = Field("", max_length=200, pattern=r"^[A-Za-z0-9._-]*$")
 
     @field_validator("channels")
     @classmethod

@@ -171,7 +171,9 @@ def test_sigkill_and_restart_publish_each_anomaly_exactly_once(
     # The same stream through a detector process that is SIGKILLed repeatedly.
     log = tmp_path / "detector.log"
     kills = 0
-    proc = detector_process(det_settings, log)
+    # Named: each restart's producer fences the transaction its killed predecessor left open.
+    replica = {"IOT_MLOPS_INSTANCE_ID": "replica-a"}
+    proc = detector_process(det_settings, log, **replica)
     try:
         while kills < 3:
             before = _done(det_settings)
@@ -184,7 +186,7 @@ def test_sigkill_and_restart_publish_each_anomaly_exactly_once(
             proc.send_signal(signal.SIGKILL)
             proc.wait(30)
             kills += 1
-            proc = detector_process(det_settings, log)
+            proc = detector_process(det_settings, log, **replica)
         wait_until(lambda: caught_up(det_settings), 300, "restarted detector caught up")
         # /healthz and /metrics of the live process.
         url = f"http://127.0.0.1:{det_settings.metrics_port}"
@@ -197,7 +199,8 @@ def test_sigkill_and_restart_publish_each_anomaly_exactly_once(
         if proc.poll() is None:
             proc.kill()
     assert kills >= 1, "the stream finished before any kill"
-    got = Counter(key_of(e) for e in anomalies(det_settings))
+    # Within 15 s, well under the 60 s transaction timeout: nothing was left open.
+    got = Counter(key_of(e) for e in anomalies(det_settings, timeout=15))
     duplicated = {k: n for k, n in got.items() if n > 1}
     lost = set(expected) - set(got)
     extra = set(got) - set(expected)

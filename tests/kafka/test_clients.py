@@ -50,13 +50,14 @@ class FakeConsumer:
         ]
 
 
-def eof(p: int) -> FakeMessage:
-    return FakeMessage("t", p, -1, KafkaError(KafkaError._PARTITION_EOF))
+def eof(p: int, off: int) -> FakeMessage:
+    """What librdkafka delivers at the end it sees (the offset it reached)."""
+    return FakeMessage("t", p, off, KafkaError(KafkaError._PARTITION_EOF))
 
 
 def test_reads_each_partition_up_to_its_end() -> None:
     c = FakeConsumer([[FakeMessage("t", 0, 0), FakeMessage("t", 1, 0)],
-                      [FakeMessage("t", 0, 1), FakeMessage("t", 0, 2), eof(1)]])  # fmt: skip
+                      [FakeMessage("t", 0, 1), FakeMessage("t", 0, 2), eof(1, 5)]])  # fmt: skip
     got: list[tuple[int, int]] = []
     left = read_to_end(c, {("t", 0): 2, ("t", 1): 5}, lambda m: got.append((m.p, m.off)))
     assert got == [(0, 0), (1, 0), (0, 1)]  # offset 2 of partition 0 is past its end
@@ -68,6 +69,17 @@ def test_a_handler_can_finish_its_partition_early() -> None:
     got = []
     left = read_to_end(c, {("t", 0): 10}, lambda m: got.append(m.off) or False)
     assert got == [0] and left == set()
+
+
+def test_an_end_short_of_the_snapshot_is_a_stall_not_the_end() -> None:
+    # read_committed: EOF at the last stable offset (3), an open transaction before the
+    # end (8) taken from the high watermark. Not done until it is resolved.
+    c = FakeConsumer([[FakeMessage("t", 0, 2), eof(0, 3)], [], [FakeMessage("t", 0, 7)]])
+    got = []
+    assert read_to_end(c, {("t", 0): 8}, lambda m: got.append(m.off), poll_s=0.0) == set()
+    assert got == [2, 7]
+    stalled = FakeConsumer([[eof(0, 3)]])
+    assert read_to_end(stalled, {("t", 0): 8}, lambda m: None, timeout_s=0.05) == {("t", 0)}
 
 
 def test_position_past_the_end_finishes_a_partition_ending_in_a_marker() -> None:

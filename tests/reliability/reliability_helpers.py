@@ -175,7 +175,7 @@ def key_of(ev: dict) -> AnomalyKey:
 
 
 def anomaly_keys(settings: Settings, topic: str | None = None) -> Counter[AnomalyKey]:
-    msgs = read_all(settings, topic or settings.anomalies_topic, timeout=60)
+    msgs = read_all(settings, topic or settings.anomalies_topic)
     return Counter(key_of(decode_anomaly(m.value())) for m in msgs)
 
 
@@ -251,11 +251,13 @@ class FaultRun:
         self, s: Settings, reference: Reference, tmp_path: Path, feed_seconds: float,
         **env: str,
     ) -> None:  # fmt: skip
-        self.s, self.reference, self.env = s, reference, env
+        # Named, so a restarted detector fences the transaction its killed predecessor left.
+        self.s, self.reference = s, reference
+        self.env = {"IOT_MLOPS_INSTANCE_ID": "fault-run", **env}
         self.total = len(reference.messages)
         self.feeder = FeedingProducer(s, reference.messages, seconds=feed_seconds)
         self.log = tmp_path / "detector.log"
-        self.proc = detector_process(s, self.log, **env)
+        self.proc = detector_process(s, self.log, **self.env)
         self.restarts = 0
 
     def done(self) -> int:

@@ -64,17 +64,9 @@ def test_single_broker_stop_and_start(
             "detector_restarts": 0,
         },
     )
-    # Known gap (issue 13, exact state restore): after the single broker's restart the rebuilt
-    # state does not reproduce every episode of the uninterrupted run (seen: 3-5+ of ~47 episode
-    # events missing, none duplicated). Nothing may be duplicated and the detector must
-    # survive and drain; losses stay bounded until the state changelog lands.
-    # On 2026-12-02 the same test on the commit that had passed CI (3e19c22) lost 21 of 47,
-    # mostly closes of episodes open across the restart (the rebuilt state starts them cold),
-    # so the bound is on onsets, the alarm operators act on; every lost event is printed.
+    # Every episode event, exactly once. (Events "lost" here until 2026-12-02 were not lost:
+    # a producer replaced during the outage left its transaction open, and the read stopped
+    # at it; the replacement now fences it, and reads wait out an open transaction.)
     t = result.tally
-    assert t.expected > 0 and not t.duplicated, f"duplicated anomalies: {t.duplicated[:5]}"
     print(f"lost {len(t.lost)} of {t.expected} episode events: {t.lost}")
-    onsets = sum(n for e, n in reference.expected.items() if e[0] == "opened")
-    lost_onsets = [e for e in t.lost if e[0] == "opened"]
-    assert len(lost_onsets) <= 0.25 * onsets, f"lost {len(lost_onsets)} of {onsets} onsets"
-    assert not result.problems, result.problems[:5]
+    result.check()

@@ -106,7 +106,7 @@ def test_join_and_leave_mid_stream(
         logs[name] = tmp_path / f"detector-{name}.log"
         procs[name] = detector_process(
             s.model_copy(update={"metrics_port": port}), logs[name],
-            IOT_MLOPS_SCORES_TOPIC=s.scores_topic,
+            IOT_MLOPS_SCORES_TOPIC=s.scores_topic, IOT_MLOPS_INSTANCE_ID=name,
         )  # fmt: skip
         watch.ports[name] = port
 

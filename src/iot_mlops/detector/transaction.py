@@ -45,15 +45,25 @@ OnRewind = Callable[[list[TopicPartition]], None]
 OnDelivery = Callable[[KafkaError | None, Message], None]
 
 
-def new_producer(settings: Settings, on_delivery: OnDelivery | None = None) -> Producer:
-    """A transactional, idempotent producer with its transactions initialised; failed
-    deliveries are reported to ``on_delivery``."""
+def transactional_id(settings: Settings) -> str:
+    """This replica's transactional.id: stable across its restarts when it is named
+    (``instance_id``), so a new producer fences the last one's open transaction."""
+    s = settings
+    return f"{s.consumer_group}-{s.instance_id or uuid.uuid4().hex[:12]}"
+
+
+def new_producer(
+    settings: Settings, txn_id: str, on_delivery: OnDelivery | None = None
+) -> Producer:
+    """A transactional, idempotent producer with its transactions initialised (which aborts
+    whatever an earlier producer with ``txn_id`` left open); failed deliveries are reported
+    to ``on_delivery``."""
     s = settings
     extra = {"on_delivery": on_delivery, "delivery.report.only.error": True} if on_delivery else {}
     p = clients.producer(
         s,
         **{
-            "transactional.id": f"{s.consumer_group}-{uuid.uuid4().hex[:12]}",
+            "transactional.id": txn_id,
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 5,
@@ -81,7 +91,13 @@ class Transactions:
         self.owned = owned  # the runner's live set of assigned partitions
         self.on_rewind = on_rewind
         self.publisher = Publisher(settings.dlq_topic, settings.dlq_max_key_bytes)
-        self.producer = new_producer(settings, self.publisher.on_delivery)
+        # One id for every producer of this process: a replacement fences the one it
+        # replaces, so the transaction that one left open is aborted now, not at its timeout.
+        self.txn_id = transactional_id(settings)
+        self.producer = self._new_producer()
+
+    def _new_producer(self) -> Producer:
+        return new_producer(self.settings, self.txn_id, self.publisher.on_delivery)
 
     def commit(self, out: BatchOutput) -> bool:
         """Records + consumed offsets in one transaction; True once committed. An aborted
@@ -118,8 +134,8 @@ class Transactions:
 
     def _abort(self, p: Producer) -> None:
         """Abort, retrying what librdkafka says to retry ("retry call to resume"); a producer
-        that still cannot abort is replaced (the broker aborts its transaction after
-        ``transaction.timeout.ms``; its records never become visible)."""
+        that still cannot abort is replaced (its successor, under the same transactional.id,
+        fences it and aborts its transaction; its records never become visible)."""
         for attempt in range(5):
             try:
                 p.abort_transaction(60)
@@ -129,7 +145,7 @@ class Transactions:
                 transient = err.retriable() or err.code() == KafkaError._TIMED_OUT
                 if not transient or attempt == 4:
                     log.error("aborting the transaction failed (%s); replacing the producer", err)
-                    self.producer = new_producer(self.settings, self.publisher.on_delivery)
+                    self.producer = self._new_producer()
                     return
                 log.warning("aborting the transaction failed (%s); retrying", err)
                 time.sleep(min(5.0, 0.2 * 2**attempt))
@@ -138,16 +154,15 @@ class Transactions:
         # librdkafka can block in send_offsets_to_transaction() forever, past its
         # timeout, when the group coordinator goes away mid-transaction (seen here
         # with a single broker restarted; confluentinc/librdkafka#5456, #5511). The
-        # stuck call is left to its daemon thread with its producer, whose open
-        # transaction never commits (the broker aborts it after
-        # transaction.timeout.ms), and a fresh producer redoes the batch from the
-        # committed offsets.
+        # stuck call is left to its daemon thread with its producer; a fresh producer
+        # under the same transactional.id fences it (its open transaction is aborted,
+        # never committed) and redoes the batch from the committed offsets.
         log.error(
             "sending offsets to the transaction hung for %ds; replacing the producer "
             "and redoing the batch from committed offsets", SEND_OFFSETS_DEADLINE_S,
         )  # fmt: skip
         self.metrics.transactions.labels(result="aborted").inc()
-        self.producer = new_producer(self.settings, self.publisher.on_delivery)
+        self.producer = self._new_producer()
         self.rewind(partitions)
 
     def _send_offsets(self, p: Producer, offsets: list[TopicPartition]) -> bool:

@@ -144,7 +144,10 @@ def _take(
     key = (msg.topic(), msg.partition())
     err = msg.error()
     if err is not None:
-        if err.code() == KafkaError._PARTITION_EOF:
+        # A read_committed reader reaches "the end" at the last stable offset: a partition
+        # whose end lies past an open transaction (a producer killed or replaced mid-
+        # transaction) is not done until the broker resolves it; the timeouts bound that.
+        if err.code() == KafkaError._PARTITION_EOF and msg.offset() >= todo.get(key, 0):
             todo.pop(key, None)
         elif err.fatal() and on_fatal is not None:
             raise on_fatal(err)
@@ -183,8 +186,7 @@ def read_topic(
     c = reader(settings, "reader")
     out: list[Message] = []
     try:
-        marks = watermarks(c, topic) or {}
-        ends = {(topic, p): hi for p, (_lo, hi) in marks.items() if hi > 0}
+        ends = {(topic, p): hi for p, hi in high_watermarks(settings, topic).items() if hi > 0}
         total = sum(ends.values())
         c.assign([TopicPartition(t, p, 0) for t, p in ends])
         progress = (lambda: on_progress(len(out), total)) if on_progress else None
@@ -192,5 +194,22 @@ def read_topic(
     finally:
         c.close()
     if left:
-        raise ServiceError(f"reading {topic} timed out ({len(out):,} messages read)")
+        raise ServiceError(
+            f"reading {topic} timed out ({len(out):,} messages read): a transaction still open "
+            f"on it holds read_committed readers until its producer's transaction.timeout.ms",
+            fix="retry once the producer that left it open has been restarted or timed out",
+        )
     return out
+
+
+def high_watermarks(settings: Settings, topic: str) -> dict[int, int]:
+    """Each partition's high watermark now, open transactions included (a read_committed
+    consumer's watermarks stop at the last stable offset, which would silently cut a read
+    "up to the end now" short of what was committed after an open transaction)."""
+    c = consumer(
+        settings, f"probe-{uuid.uuid4().hex}", quiet=True, **{"isolation.level": "read_uncommitted"}
+    )
+    try:
+        return {p: hi for p, (_lo, hi) in (watermarks(c, topic) or {}).items()}
+    finally:
+        c.close()
