@@ -92,3 +92,39 @@ def test_the_history_grows_with_the_series_and_keeps_its_order() -> None:
     assert len(s.buf) == 600 and s.count == 600
     assert [s.lagged(k) for k in (1, 2, 600)] == [999.0, 998.0, 400.0]
     assert math.isnan(s.lagged(601))
+
+
+def _history(s: Season) -> tuple[np.ndarray, int, int]:
+    return np.roll(s.buf, -s.head)[len(s.buf) - s.count :], s.count, len(s.buf)
+
+
+@pytest.mark.parametrize(("filled", "missing"), [(10, 5), (250, 20), (300, 700), (590, 40),
+                                                 (900, 3), (900, 250), (100, 5000)])  # fmt: skip
+def test_a_gap_at_once_leaves_what_as_many_missing_pushes_leave(filled: int, missing: int) -> None:
+    one, each = Season(max_period=200), Season(max_period=200)  # capacity 600, starts at 256
+    for v in range(filled):
+        one.push(float(v))
+        each.push(float(v))
+    one.gap(missing)
+    for _ in range(min(missing, each.capacity)):
+        each.push(math.nan)
+    (h1, c1, n1), (h2, c2, n2) = _history(one), _history(each)
+    assert (c1, n1, one.head, one.mute) == (c2, n2, each.head, each.mute)
+    np.testing.assert_array_equal(h1, h2)  # NaN where NaN, the same values in the same order
+    one.push(7.0)
+    each.push(7.0)
+    assert one.lagged(1) == each.lagged(1) == 7.0
+
+
+def test_a_week_long_gap_leaves_a_full_history_of_missing_values() -> None:
+    import time
+
+    s = Season()  # 5-minute data's weekly season: capacity 6,048
+    for v in daily(700, 0):
+        s.push(float(v))
+    t0 = time.process_time()
+    for _ in range(200):
+        s.gap(2016)
+    per_gap = (time.process_time() - t0) / 200
+    assert np.isnan(_history(s)[0]).all() and s.count == s.capacity
+    print(f"gap of 2,016 steps: {per_gap * 1e6:.0f} us")

@@ -121,20 +121,46 @@ class Season:
             return None
         return max(self.total, 0.0) / self.window
 
+    def _grow_to_hold(self, n: int) -> None:
+        """Room for ``n`` more values: the buffer doubles (up to its capacity) while they do
+        not fit. Below capacity it never wrapped, so its values are in order."""
+        size = len(self.buf)
+        while self.count + n > size < self.capacity:
+            size = min(2 * size, self.capacity)
+        if size != len(self.buf):
+            grown = np.full(size, np.nan, dtype=np.float32)
+            grown[: self.count] = self.buf[: self.count]
+            self.buf, self.head = grown, self.count
+
     def push(self, value: float) -> bool:
         """A value enters the history (NaN for a missing step). True when the period changed
         (the channel's learnt statistics then mean something else)."""
-        if self.count == len(self.buf) < self.capacity:
-            # Never wrapped: the values are in order, and the next one goes after them.
-            grown = np.full(min(2 * len(self.buf), self.capacity), np.nan, dtype=np.float32)
-            grown[: self.count] = self.buf
-            self.buf, self.head = grown, self.count
+        self._grow_to_hold(1)
+        before = self.count
         self.buf[self.head] = value
         self.head = (self.head + 1) % len(self.buf)
         self.count = min(self.count + 1, len(self.buf))
-        self.mute = max(0, self.mute - 1)
-        self.since_check += 1
-        due = self.count in _CHECKS or (
+        return self._advanced(1, before)
+
+    def gap(self, steps: int) -> None:
+        """``steps`` missing values at once, as that many pushes of NaN would leave it (an
+        outage of a week is one slice assignment, not thousands of pushes)."""
+        n = min(steps, self.capacity)
+        if n <= 0:
+            return
+        self._grow_to_hold(n)
+        before, size = self.count, len(self.buf)
+        self.buf[(self.head + np.arange(min(n, size))) % size] = np.nan
+        self.head = (self.head + n) % size
+        self.count = min(self.count + n, size)
+        self._advanced(n, before)
+
+    def _advanced(self, n: int, before: int) -> bool:
+        """After ``n`` values entered (the history held ``before``): the period is looked for
+        when the history reached a check length or, once full, a period after the last look."""
+        self.mute = max(0, self.mute - n)
+        self.since_check += n
+        due = any(before < c <= self.count for c in _CHECKS) or (
             self.count == self.capacity and self.since_check >= self.max_period
         )
         if not due or self.max_period < _MIN_PERIOD:
@@ -148,10 +174,6 @@ class Season:
         self.diffs.clear()
         self.total = 0.0
         return True
-
-    def gap(self, steps: int) -> None:
-        for _ in range(min(steps, self.capacity)):
-            self.push(math.nan)
 
     def reset_level(self) -> None:
         """The series' level changed for good: one season ago says nothing for one season."""
