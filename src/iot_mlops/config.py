@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from iot_mlops.scoring.channels import CHANNELS
+from iot_mlops.scoring.names import CHANNELS
 
 
 def _checkout_root() -> Path:

@@ -32,6 +32,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from iot_mlops.scoring.calibrate import Calibration
+from iot_mlops.scoring.names import CHANNELS
 from iot_mlops.scoring.season import Season
 from iot_mlops.scoring.tail import TailModel
 
@@ -39,7 +40,6 @@ from iot_mlops.scoring.tail import TailModel
 # interval) gives a large but finite deviation instead of a division by zero.
 _REL_EPS = 1e-6
 _ABS_EPS = 1e-9
-CHANNELS = ("residual", "shift", "level", "stuck", "seasonal")
 
 
 @dataclass(frozen=True)
