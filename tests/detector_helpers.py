@@ -169,21 +169,21 @@ def stop_detector(proc: subprocess.Popen, log: Path) -> str:
     return text
 
 
+# The settings a detector process takes from the test's (as IOT_MLOPS_<NAME>).
+_PASSED_ON = ("input_topic", "anomalies_topic", "dlq_topic", "consumer_group", "model_name",
+              "metrics_port")  # fmt: skip
+
+
 def detector_process(s: Settings, log: Path, **extra_env: str) -> subprocess.Popen:
     """`iot-mlops detect` as a real process configured like ``s`` (output to ``log``)."""
     env = dict(os.environ)
     env.update(
         KAFKA_BOOTSTRAP_SERVERS=s.kafka_bootstrap_servers,
         MLFLOW_TRACKING_URI=s.mlflow_tracking_uri,
-        IOT_MLOPS_INPUT_TOPIC=s.input_topic,
-        IOT_MLOPS_ANOMALIES_TOPIC=s.anomalies_topic,
-        IOT_MLOPS_DLQ_TOPIC=s.dlq_topic,
-        IOT_MLOPS_CONSUMER_GROUP=s.consumer_group,
-        IOT_MLOPS_MODEL_NAME=s.model_name,
-        IOT_MLOPS_METRICS_PORT=str(s.metrics_port),
         IOT_MLOPS_BATCH_MAX_MESSAGES="300",
         IOT_MLOPS_ALIAS_POLL_INTERVAL_S="1",
     )
+    env.update({f"IOT_MLOPS_{name.upper()}": str(getattr(s, name)) for name in _PASSED_ON})
     env.update(extra_env)
     exe = Path(sys.executable).with_name("iot-mlops")
     return subprocess.Popen(
