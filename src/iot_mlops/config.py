@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     prediction_length: int = Field(12, ge=1)
     # Points of history the model sees per forecast; the detector keeps this many per series.
     context_length: int = Field(256, ge=8)
+    # Calendar features (minute of hour, hour of day, day of week) for the tabular models,
+    # computed from the readings' timestamps.
+    train_date_features: bool = True
     quantile_levels: tuple[float, ...] = (0.01, 0.05, 0.1, 0.5, 0.9, 0.95, 0.99)
     # Share of each series (its last part) held out for accuracy, calibration and replay.
     holdout_fraction: float = Field(0.2, gt=0, lt=0.9)
@@ -142,6 +145,10 @@ class Settings(BaseSettings):
     device_episode_close_after: int = Field(30, ge=1)
     batch_max_messages: int = Field(5000, ge=1)
     poll_timeout_s: float = Field(0.5, gt=0)
+    # /livez turns 503 when the detector's loop (polling, scoring, rebuilding state) has not
+    # moved for this long: stuck, to be restarted. Kafka's own bound on a stuck consumer
+    # (max.poll.interval.ms) is 600 s, which a state rebuild may use.
+    stall_after_s: float = Field(600.0, gt=0)
     alias_poll_interval_s: float = Field(10.0, gt=0)
     # A version that failed to load is retried after the poll interval, doubling per failed
     # attempt up to this many seconds.

@@ -44,3 +44,5 @@ def test_model_set_is_offline_and_matches_the_detector() -> None:
     names = {f.__name__ for f in hp["DirectTabular"]["date_features"]}
     assert "hour_of_day" in names and "day_of_year" not in names and "day_of_week" not in names
     assert hp["ETS"] == {"n_jobs": 1}
+    off = hyperparameters(["RecursiveTabular"], "min", 128, pd.Timedelta(days=30), False)
+    assert off["RecursiveTabular"]["date_features"] == [] and off["RecursiveTabular"]["lags"]

@@ -1,7 +1,12 @@
-"""The detector's HTTP endpoints: ``/metrics`` (Prometheus) and ``/healthz``.
+"""The detector's HTTP endpoints: ``/metrics`` (Prometheus), ``/livez`` and ``/readyz``.
 
-``/healthz`` answers 200 only when a model is loaded and the consumer has partitions, so an
-orchestrator does not route or count a replica that cannot score yet.
+* ``/livez``: 200 while the detector's loop moves (polling, scoring, rebuilding state); 503
+  once it has stalled for ``stall_after_s``: restart it. A spare replica without partitions,
+  or one waiting for its model, is alive.
+* ``/readyz`` (and ``/healthz``, its older name): 200 only when a model is loaded and the
+  consumer has partitions, so an orchestrator does not count a replica that cannot score yet.
+
+Each answers with the same JSON state (live, ready, model, partitions).
 """
 
 from __future__ import annotations
@@ -21,12 +26,12 @@ def serve(
         def do_GET(self) -> None:
             if self.path.startswith("/metrics"):
                 self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-            elif self.path.startswith("/healthz"):
+            elif self.path.startswith(("/livez", "/readyz", "/healthz")):
                 state = health()
-                code = 200 if state.get("ready") else 503
-                self._send(code, orjson.dumps(state), "application/json")
+                ok = state.get("live") if self.path.startswith("/livez") else state.get("ready")
+                self._send(200 if ok else 503, orjson.dumps(state), "application/json")
             else:
-                self._send(404, b"not found: try /metrics or /healthz\n", "text/plain")
+                self._send(404, b"not found: try /metrics, /livez or /readyz\n", "text/plain")
 
         def _send(self, code: int, body: bytes, ctype: str) -> None:
             self.send_response(code)

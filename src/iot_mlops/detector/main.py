@@ -21,7 +21,10 @@ def run_detector(settings: Settings) -> int:
     detector = Detector(settings, metrics)
 
     def health() -> dict[str, object]:
+        stalled = detector.stalled_for()
         return {
+            "live": stalled < settings.stall_after_s,
+            "loop_idle_s": round(stalled, 1),
             "ready": detector.ready(),
             "model_loaded": detector.engine is not None,
             "model_version": detector.engine.version if detector.engine else None,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
@@ -28,16 +29,18 @@ def rebuild(
     engine: Engine,
     committed: list[TopicPartition],
     probe: Consumer | None,
+    on_progress: Callable[[], None] = lambda: None,
 ) -> dict[Partition, set[str]]:
     """Replay up to ``rebuild_messages`` per partition before the committed offset through
     the engine. ``probe`` (the group's consumer) gives the low watermarks; without it the
-    read-back starts at offset 0. Returns the series seen in each partition."""
+    read-back starts at offset 0. ``on_progress`` is called as the read and the replay move
+    (the detector's liveness). Returns the series seen in each partition."""
     starts, ends = _read_back_ranges(settings, committed, probe)
     if not starts:
         return {}
     t0 = time.monotonic()
-    history, series = _read_history(settings, starts, ends)
-    tail = replay(engine, history, settings.rebuild_scale_points)
+    history, series = _read_history(settings, starts, ends, on_progress)
+    tail = replay(engine, history, settings.rebuild_scale_points, on_progress)
     log.info(
         "rebuilt state of %d partition(s) from %d readings in %.1fs",
         len(ends), len(tail), time.monotonic() - t0,
@@ -45,7 +48,12 @@ def rebuild(
     return series
 
 
-def replay(engine: Engine, history: list[Logged], scale_points: int) -> list[Logged]:
+def replay(
+    engine: Engine,
+    history: list[Logged],
+    scale_points: int,
+    on_progress: Callable[[], None] = lambda: None,
+) -> list[Logged]:
     """Each series' recent tail of ``history`` through the engine, nothing emitted; returns
     the tail replayed. The log times go along, so the series the old owner already reported
     silent or expired are silent or gone here too (and not reported again)."""
@@ -55,6 +63,7 @@ def replay(engine: Engine, history: list[Logged], scale_points: int) -> list[Log
         chunk = tail[i : i + REPLAY_CHUNK]
         engine.process([r for r, _t in chunk], times=[t for _r, t in chunk])
         engine.sweep()
+        on_progress()
     return tail
 
 
@@ -76,7 +85,10 @@ def _read_back_ranges(
 
 
 def _read_history(
-    settings: Settings, starts: list[TopicPartition], ends: dict[Partition, int]
+    settings: Settings,
+    starts: list[TopicPartition],
+    ends: dict[Partition, int],
+    on_progress: Callable[[], None],
 ) -> tuple[list[Logged], dict[Partition, set[str]]]:
     """The valid readings of the read-back ranges, in log order per partition."""
     s = settings
@@ -106,7 +118,9 @@ def _read_history(
 
     try:
         reader.assign(starts)
-        clients.read_to_end(reader, ends, take, timeout_s=READ_BACK_TIMEOUT_S, poll_s=1.0)
+        clients.read_to_end(
+            reader, ends, take, timeout_s=READ_BACK_TIMEOUT_S, poll_s=1.0, on_round=on_progress
+        )
     finally:
         reader.close()
     return history, series

@@ -70,15 +70,25 @@ class Detector:
         self.consumer: Consumer | None = None
         self.transactions: Transactions | None = None
         self.batches = 0
+        self.last_beat = time.monotonic()  # the loop's last sign of life (/livez)
 
     @property
     def m(self) -> DetectorMetrics:
         """Short alias of ``metrics`` (used by evaluation.pipeline)."""
         return self.metrics
 
-    # --- state shown by /healthz -------------------------------------------------------------
+    # --- state shown by /readyz and /livez -----------------------------------------------------
     def ready(self) -> bool:
+        """Serving: a model loaded and partitions to score."""
         return self.engine is not None and bool(self.assigned)
+
+    def beat(self) -> None:
+        self.last_beat = time.monotonic()
+
+    def stalled_for(self) -> float:
+        """Seconds since the loop last moved. A spare replica (no partitions) or one waiting
+        for its model is alive: its loop keeps moving."""
+        return time.monotonic() - self.last_beat
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -132,6 +142,7 @@ class Detector:
         s = self.settings
         last_lag = 0.0
         while not self.stop_event.is_set():
+            self.beat()
             self._maybe_swap_model()
             msgs = self.consumer.consume(s.batch_max_messages, timeout=s.poll_timeout_s)
             if msgs:
@@ -143,6 +154,7 @@ class Detector:
 
     def _wait_for_model(self) -> bool:
         while not self.stop_event.is_set():
+            self.beat()
             model = self.watcher.take()
             if model is not None:
                 self._use_model(model)
@@ -235,7 +247,9 @@ class Detector:
 
     def _rebuild(self, committed: list[TopicPartition]) -> None:
         assert self.engine is not None
-        seen = restore.rebuild(self.settings, self.engine, committed, self.consumer)
+        seen = restore.rebuild(
+            self.settings, self.engine, committed, self.consumer, on_progress=self.beat
+        )
         for key, series in seen.items():
             # Series that expired during the replay are not held.
             held = {k for k in series if k in self.engine.series}

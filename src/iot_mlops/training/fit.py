@@ -46,7 +46,11 @@ def parse_models(spec: str | list[str] | tuple[str, ...]) -> list[str]:
 
 
 def hyperparameters(
-    models: list[str], freq: str, context_length: int, span: pd.Timedelta
+    models: list[str],
+    freq: str,
+    context_length: int,
+    span: pd.Timedelta,
+    date_features: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """Per-model settings that make training match how the detector runs the model."""
     from autogluon.timeseries.models.local.abstract_local_model import AbstractLocalModel
@@ -59,9 +63,9 @@ def hyperparameters(
     # The detector passes only context_length points: lags beyond it would be features the
     # model saw in training and never at inference.
     lags = [lag for lag in get_lags_for_frequency(freq) if lag < context_length]
-    date_features = [
+    calendar = [
         f
-        for f in get_time_features_for_frequency(freq)
+        for f in (get_time_features_for_frequency(freq) if date_features else [])
         if f.__name__ not in _LONG_DATE_FEATURES
         and (f.__name__ != "day_of_week" or span >= pd.Timedelta(days=14))
     ]
@@ -69,7 +73,7 @@ def hyperparameters(
     for m in models:
         cls = ModelRegistry.get_model_class(m)
         if m in ("DirectTabular", "RecursiveTabular", "PerStepTabular"):
-            hp[m] = {"lags": lags, "date_features": date_features}
+            hp[m] = {"lags": lags, "date_features": calendar}
             if m == "RecursiveTabular":
                 hp[m]["differences"] = []
         elif issubclass(cls, AbstractLocalModel):
@@ -104,7 +108,9 @@ def fit_predictor(
     )
     predictor.fit(
         tsdf,
-        hyperparameters=hyperparameters(models, freq, settings.context_length, span),
+        hyperparameters=hyperparameters(
+            models, freq, settings.context_length, span, settings.train_date_features
+        ),
         time_limit=time_limit,
         enable_ensemble=False,
         num_val_windows=1,

@@ -1,0 +1,67 @@
+"""The detector's probes: alive is not the same as ready (a spare replica with no partitions,
+or one waiting for its model, is alive and must not be restarted)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from detector_helpers import detector_process, stop_detector, wait_until
+from prometheus_client import CollectorRegistry, Counter
+
+from iot_mlops.config import Settings
+from iot_mlops.detector.http import serve
+from iot_mlops.kafka.stack import free_port
+
+
+def _codes(port: int) -> dict[str, int]:
+    url = f"http://127.0.0.1:{port}"
+    return {p: httpx.get(f"{url}/{p}", timeout=5).status_code
+            for p in ("livez", "readyz", "healthz", "metrics", "nope")}  # fmt: skip
+
+
+@pytest.mark.unit
+def test_each_probe_answers_from_its_own_state() -> None:
+    registry = CollectorRegistry()
+    Counter("iot_probe_test", "a metric", registry=registry).inc()
+    state = {"live": True, "ready": False}
+    port = free_port()
+    server = serve("127.0.0.1", port, registry, lambda: dict(state))
+    try:
+        assert _codes(port) == {"livez": 200, "readyz": 503, "healthz": 503, "metrics": 200,
+                                "nope": 404}  # fmt: skip
+        state.update(ready=True)
+        assert _codes(port)["readyz"] == _codes(port)["healthz"] == 200
+        state.update(live=False)  # stalled: restart it, whatever it last said about readiness
+        assert _codes(port)["livez"] == 503
+        body = httpx.get(f"http://127.0.0.1:{port}/livez", timeout=5).json()
+        assert body == {"live": False, "ready": True}
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.integration
+def test_a_detector_waiting_for_its_model_is_alive_not_ready(
+    settings: Settings, tmp_path: Path
+) -> None:
+    s = settings.model_copy(update={"metrics_port": free_port()})
+    log = tmp_path / "detector.log"
+    proc = detector_process(s, log, IOT_MLOPS_MODEL_NAME=f"no-such-model-{uuid.uuid4().hex[:6]}")
+    url = f"http://127.0.0.1:{s.metrics_port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{url}/livez", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(up, 60, "/livez answering 200")
+        state = httpx.get(f"{url}/readyz", timeout=5)
+        assert state.status_code == 503 and state.json()["model_loaded"] is False
+        assert state.json()["live"] is True and state.json()["loop_idle_s"] < 60
+    finally:
+        if proc.poll() is None:
+            stop_detector(proc, log)
