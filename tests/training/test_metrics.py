@@ -46,3 +46,6 @@ def test_model_set_is_offline_and_matches_the_detector() -> None:
     assert hp["ETS"] == {"n_jobs": 1}
     off = hyperparameters(["RecursiveTabular"], "min", 128, pd.Timedelta(days=30), False)
     assert off["RecursiveTabular"]["date_features"] == [] and off["RecursiveTabular"]["lags"]
+    # A calendar feature needs two of its cycles in the typical series' history.
+    short = hyperparameters(["DirectTabular"], "min", 128, pd.Timedelta(hours=10))
+    assert [f.__name__ for f in short["DirectTabular"]["date_features"]] == ["minute_of_hour"]

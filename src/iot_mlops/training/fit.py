@@ -13,9 +13,17 @@ from iot_mlops.errors import ConfigError, ModelError
 
 # Pretrained foundation models need a model hub, which nothing here can reach.
 PRETRAINED = ("Chronos", "Chronos2", "Chronos-2", "Toto", "Toto2")
-# Date features that a few days of training data cannot support: a tree model would see one
-# value of day_of_year in training and extrapolate blindly on the next day.
-_LONG_DATE_FEATURES = {"day_of_month", "day_of_year", "week_of_year", "month_of_year"}
+# A calendar feature is used only when the training data shows its cycle at least this many
+# times (in the median series): a tree model that saw one value of day_of_year, or the hours of
+# half a day, extrapolates blindly on the next. Month and year cycles are never learnable from
+# the weeks of history this trains on, so they are not listed.
+_MIN_CYCLES = 2
+_CYCLE = {
+    "second_of_minute": pd.Timedelta(minutes=1),
+    "minute_of_hour": pd.Timedelta(hours=1),
+    "hour_of_day": pd.Timedelta(days=1),
+    "day_of_week": pd.Timedelta(days=7),
+}
 
 
 def parse_models(spec: str | list[str] | tuple[str, ...]) -> list[str]:
@@ -66,8 +74,7 @@ def hyperparameters(
     calendar = [
         f
         for f in (get_time_features_for_frequency(freq) if date_features else [])
-        if f.__name__ not in _LONG_DATE_FEATURES
-        and (f.__name__ != "day_of_week" or span >= pd.Timedelta(days=14))
+        if f.__name__ in _CYCLE and span >= _MIN_CYCLES * _CYCLE[f.__name__]
     ]
     hp: dict[str, dict[str, Any]] = {}
     for m in models:
@@ -95,7 +102,8 @@ def fit_predictor(
     from autogluon.timeseries import TimeSeriesDataFrame, TimeSeriesPredictor
 
     tsdf = TimeSeriesDataFrame(train_df.set_index(["item_id", "timestamp"]))
-    span = train_df["timestamp"].max() - train_df["timestamp"].min()
+    ts = train_df.groupby("item_id", sort=False)["timestamp"]
+    span = (ts.max() - ts.min()).median()  # what a typical series shows of each cycle
     predictor = TimeSeriesPredictor(
         prediction_length=settings.prediction_length,
         freq=freq,
