@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,11 +53,7 @@ def produce_frame(
 
 
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    c = clients.consumer(settings, f"probe-{uuid.uuid4().hex}")
-    try:
-        return {p: high for p, (_low, high) in (clients.watermarks(c, topic) or {}).items()}
-    finally:
-        c.close()
+    return clients.high_watermarks(settings, topic)
 
 
 def committed_offsets(settings: Settings) -> dict[int, int]:

@@ -27,6 +27,7 @@ so an anomaly does not echo one season later.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -160,7 +161,8 @@ class Season:
         when the history reached a check length or, once full, a period after the last look."""
         self.mute = max(0, self.mute - n)
         self.since_check += n
-        due = any(before < c <= self.count for c in _CHECKS) or (
+        # A check length in (before, count]: two C calls, not a generator per reading.
+        due = bisect_right(_CHECKS, self.count) > bisect_right(_CHECKS, before) or (
             self.count == self.capacity and self.since_check >= self.max_period
         )
         if not due or self.max_period < _MIN_PERIOD:
