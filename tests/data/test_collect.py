@@ -158,7 +158,7 @@ def test_cli_collect_empty_topic_exits_2(
     res = CliRunner().invoke(
         app, ["collect", "--out", str(tmp_path / "x.parquet"), "--topic", settings.input_topic]
     )
-    assert res.exit_code == 2
+    assert res.exit_code == 2, res.output
     assert "is empty" in res.output
     assert "iot-mlops simulate --hours 24" in res.output
 

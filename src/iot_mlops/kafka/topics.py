@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from iot_mlops.config import Settings
 from iot_mlops.errors import ServiceError
@@ -37,7 +39,26 @@ def create_topics(
         except KafkaException as e:
             if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise ServiceError(f"creating topic {name} failed: {e}") from None
+    _wait_until_served(admin, created)
     return created
+
+
+def _wait_until_served(admin: AdminClient, names: list[str], timeout_s: float = 30.0) -> None:
+    """Until every partition of ``names`` has a leader: the controller answers the creation
+    before the broker serves the topic, and a client that asks in between (watermarks,
+    metadata) is told the topic does not exist or has no leader."""
+    deadline = time.monotonic() + timeout_s
+    while names and time.monotonic() < deadline:
+        topics = admin.list_topics(timeout=10).topics
+        if all(
+            (t := topics.get(n)) is not None
+            and t.error is None
+            and t.partitions
+            and all(pm.leader >= 0 and pm.error is None for pm in t.partitions.values())
+            for n in names
+        ):
+            return
+        time.sleep(0.1)
 
 
 def ensure_topics(settings: Settings) -> list[str]:
