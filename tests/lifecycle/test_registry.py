@@ -4,7 +4,12 @@ DirectTabular model (version 1, promoted) and a deliberately worse Naive one (ve
 
 from __future__ import annotations
 
+import contextlib
 import math
+import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +93,43 @@ def test_alias_resolves_and_loads_the_promoted_version(
     assert production.context_length == 128
     assert production.quantile_levels == (0.01, 0.05, 0.1, 0.5, 0.9, 0.95, 0.99)
     assert production.model_name == "DirectTabular"
+
+
+@slow_integration
+def test_concurrent_loads_leave_no_stand_in_module(
+    models: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow puts a stand-in ``dbutils`` into ``sys.modules`` while it runs a model's code and
+    restores what it found; two loads at once (two detectors in one process, or evaluate's
+    detector thread) used to nest that and leave the stand-in behind for the process's life,
+    which broke whatever scans ``sys.modules`` later (CI: Hypothesis's constant collection)."""
+    import mlflow.models.utils as mlflow_utils
+
+    real = mlflow_utils._mock_dbutils
+
+    @contextlib.contextmanager
+    def held_open(globals_dict: dict[str, Any]) -> Iterator[None]:
+        with real(globals_dict):
+            time.sleep(0.3)  # widen the window so that unserialised loads do overlap
+            yield
+
+    monkeypatch.setattr(mlflow_utils, "_mock_dbutils", held_open)
+    s, barrier, loaded, errors = models["settings"], threading.Barrier(4), [], []
+
+    def load() -> None:
+        barrier.wait()
+        try:
+            loaded.append(registry.load_forecaster(s).version)
+        except Exception as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors and loaded == ["1"] * 4, (errors, loaded)
+    assert "dbutils" not in sys.modules, type(sys.modules["dbutils"]).__name__
 
 
 @slow_integration

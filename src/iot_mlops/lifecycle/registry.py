@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +41,10 @@ VERSION_METRICS = (
     "coverage",
 )
 METRIC_TAG_PREFIX = "metric."
+
+# MLflow runs a model's code with a stand-in ``dbutils`` in ``sys.modules`` and puts back what
+# it found; two loads at once nest that and leave the stand-in for the process's life.
+_LOAD_LOCK = threading.Lock()
 
 _FIX = "start it with `iot-mlops stack up`, or set MLFLOW_TRACKING_URI to a running server"
 
@@ -193,7 +198,8 @@ def load_forecaster(
         with mlflow_calls(settings, retries=2, timeout_s=120):
             mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
             mlflow.set_registry_uri(settings.mlflow_tracking_uri)
-            pyfunc = mlflow.pyfunc.load_model(uri)
+            with _LOAD_LOCK:
+                pyfunc = mlflow.pyfunc.load_model(uri)
     except ModelError as e:  # e.g. the pyfunc's metadata check: say which version
         raise ModelError(f"{uri} cannot be loaded: {e.message}", fix=e.fix) from None
     model = pyfunc.unwrap_python_model()
