@@ -42,22 +42,42 @@ from iot_mlops.scoring.calibrate import Calibration
 from iot_mlops.scoring.channels import ChannelConfig
 from iot_mlops.scoring.device import DeviceState
 from iot_mlops.scoring.episodes import EpisodePolicy
-from iot_mlops.scoring.rules import Rules
+from iot_mlops.scoring.rules import Rules, engine_options
 from iot_mlops.scoring.state import Forecast, SeriesState
+
+_SHIPPED = engine_options(Settings())  # the settings' defaults: what the detector runs
+
+
+def _episodes(**kw: float) -> EpisodePolicy:
+    return replace(_SHIPPED["episodes"], **kw)
+
+
+def _device(**kw: float) -> EpisodePolicy:
+    return replace(_SHIPPED["device_episodes"], **kw)
 
 
 @dataclass(frozen=True)
 class Variant:
     channels: ChannelConfig = field(default_factory=ChannelConfig)
-    episodes: EpisodePolicy = field(default_factory=lambda: EpisodePolicy(accept_after=30))
-    device_episodes: EpisodePolicy | None = field(
-        default_factory=lambda: EpisodePolicy(close_after=30, accept_after=30)
-    )
+    episodes: EpisodePolicy = field(default_factory=_episodes)
+    device_episodes: EpisodePolicy | None = field(default_factory=_device)
 
 
 BASE = Variant()
 VARIANTS = {
     "default": BASE,
+    "closed at 30 readings (before 2026-12-02)": Variant(
+        episodes=_episodes(max_readings=30, departure_hold=0.75),
+        device_episodes=_device(max_readings=30, departure_hold=0.75),
+    ),
+    **{
+        f"departure at rate^{h}, at most {n or 'any'} readings": Variant(
+            episodes=_episodes(departure_hold=h, max_readings=n),
+            device_episodes=_device(departure_hold=h, max_readings=n),
+        )
+        for h in (0.75, 1.0, 2.0, 3.0)
+        for n in (0, 100, 300)
+    },
     "no seasonal": replace(
         BASE, channels=ChannelConfig(channels=("residual", "shift", "level", "stuck"))
     ),
@@ -72,11 +92,24 @@ VARIANTS = {
         BASE, channels=ChannelConfig(conservative=1)
     ),
     "tails widened more (conservative 2)": replace(BASE, channels=ChannelConfig(conservative=2)),
-    "close after 30": replace(BASE, episodes=EpisodePolicy(close_after=30, accept_after=30)),
-    "hold 0.5 (longer episodes)": replace(BASE, episodes=EpisodePolicy(hold=0.5, accept_after=30)),
-    "no regime acceptance": replace(BASE, episodes=EpisodePolicy(accept_after=0)),
+    "close after 30": replace(BASE, episodes=_episodes(close_after=30)),
+    "hold 0.5 (longer episodes)": replace(BASE, episodes=_episodes(hold=0.5)),
+    "no relearning": replace(BASE, episodes=_episodes(relearn_after=0)),
     "device episodes as series (close after 10)": replace(BASE, device_episodes=None),
 }
+
+
+def _custom(name: str) -> Variant:
+    """``x:dh=2,max=300,dclose=10``: departure hold, cap, device close."""
+    kv = dict(p.split("=") for p in name.removeprefix("x:").split(",") if p)
+    dh = float(kv.get("dh", _SHIPPED["episodes"].departure_hold))
+    cap = int(kv.get("max", _SHIPPED["episodes"].max_readings))
+    return Variant(
+        episodes=_episodes(departure_hold=dh, max_readings=cap),
+        device_episodes=_device(
+            departure_hold=dh, max_readings=cap, close_after=int(kv.get("dclose", 30))
+        ),
+    )
 
 
 def recorded(data_dir: Path, out_dir: Path, opts: ReadOptions, settings: Settings) -> tuple:
@@ -125,7 +158,11 @@ def replay_file(x: Any, rec: dict, rules: Rules) -> pd.DataFrame:
                 med, lo, hi = rec["fc"][i, j]
                 st.forecast = Forecast(g, step_ms, [med], [lo], [hi], "recorded")
                 sc = st.score(g, v, rules)
-                d = device.observe(x.metrics[j], g, sc.log_p, rules) if x.m > 1 else None
+                d = (
+                    device.observe(x.metrics[j], g, sc.log_p, rules, sc.hold_log_p)
+                    if x.m > 1
+                    else None
+                )
                 src = d if d is not None else (sc if x.m == 1 else None)
                 if src is not None:
                     k = i if d is None else int(np.searchsorted(grid_ms, d.t_ms))
@@ -167,7 +204,7 @@ def main() -> None:
     ap.add_argument("--label-column")
     ap.add_argument("--ignore-column", action="append", default=[])
     ap.add_argument("--sep")
-    ap.add_argument("--variant", action="append", choices=sorted(VARIANTS))
+    ap.add_argument("--variant", action="append", help="a name below, or 'x:dh=2,max=300,...'")
     a = ap.parse_args()
     opts = ReadOptions(
         probation=a.probation, train_rows=a.train_rows, sep=a.sep,
@@ -181,7 +218,7 @@ def main() -> None:
         "| onsets |\n|---|---:|---:|---:|---|---|---:|---:|"
     )
     for name in a.variant or list(VARIANTS):
-        v = VARIANTS[name]
+        v = VARIANTS[name] if name in VARIANTS else _custom(name)
         rules = Rules(cal, v.channels, v.episodes, device_episodes=v.device_episodes)
         frames = {x.rel: replay_file(x, r, rules) for x, r in zip(series, rec, strict=True)}
         rep = score_corpus(frames, labels, a.probation, train_rows=a.train_rows)

@@ -123,9 +123,17 @@ class Settings(BaseSettings):
 
     # --- detector ----------------------------------------------------------------------------
     min_history: int = Field(32, ge=1)  # points before a series is scored ("warming up")
-    # Readings in one anomaly episode after which the departure is taken to be the series' new
-    # level (the episode closes as accepted and the series relearns). 0 disables.
-    regime_accept_after: int = Field(30, ge=0)
+    # Readings in one anomaly episode after which the series relearns the departure's level
+    # (the model's context takes the real values; the channels forget the old level). The
+    # episode stays open while the readings stay away from the level before the onset.
+    regime_relearn_after: int = Field(30, ge=0)
+    # Readings after which an episode closes as accepted (the departure is the new normal),
+    # series and device episodes alike. 0 = only when the series is back.
+    episode_max_readings: int = Field(100, ge=0)
+    # The departure from the pre-onset level holds an episode while its probability is at
+    # most target_false_alarm_rate ** this (a stricter bar than episode_hold: a slow drift
+    # away from a short history is not a departure to hold on to).
+    episode_departure_hold: float = Field(2.0, gt=0)
     # --- scoring (scoring/channels.py, scoring/episodes.py) ---------------------------------
     # Evidence channels, comma-separated, among residual, shift, level, stuck, seasonal.
     channels: str = "residual,shift,level,stuck,seasonal"

@@ -37,3 +37,28 @@ def test_a_step_is_decided_when_every_metric_reported_or_a_later_time_arrives() 
     assert late is None
     nxt = d.observe("a", 3, 0.0, RULES)
     assert nxt is not None and nxt.t_ms == 2 and nxt.in_episode
+
+
+def test_a_metric_still_away_from_its_level_holds_the_device_episode() -> None:
+    """After the series relearnt a departure, its own evidence is ordinary; its evidence
+    against the pre-onset level holds the device's episode until the metric is back, and a
+    departure that is only held (never rare now) opens nothing."""
+    from iot_mlops.scoring.episodes import EpisodePolicy
+
+    rules = Rules(RULES.calibration, device_episodes=EpisodePolicy(close_after=3))
+    d, away = DeviceState("pump-1"), LR * 2.5  # rarer than rate ** 2, the departure bar
+    for m in ("a", "b"):
+        d.observe(m, 0, 0.0, rules)
+    d.observe("a", 1, LR - 20, rules)
+    opened = d.observe("b", 1, 0.0, rules)
+    assert opened is not None and opened.onset
+    held = []
+    for t in range(2, 30):
+        d.observe("a", t, 0.0, rules, hold_log_p=away if t < 20 else 0.0)
+        dec = d.observe("b", t, 0.0, rules)
+        assert dec is not None and not dec.onset
+        held.append(dec.in_episode)
+    assert all(held[:18]) and not any(held[21:])  # 2..19 held, closed 3 steps after
+    quiet = DeviceState("pump-2")
+    quiet_decisions = [quiet.observe("a", t, 0.0, rules, hold_log_p=away) for t in range(5)]
+    assert not any(q.onset for q in quiet_decisions if q is not None)

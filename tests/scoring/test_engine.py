@@ -10,7 +10,7 @@ from stand_ins import LastValueModel
 from iot_mlops.events import Reading
 from iot_mlops.scoring.calibrate import Calibration
 from iot_mlops.scoring.engine import Engine
-from iot_mlops.scoring.episodes import EpisodePolicy
+from iot_mlops.scoring.episodes import Change, EpisodePolicy
 from iot_mlops.scoring.state import Outcome
 
 pytestmark = pytest.mark.unit
@@ -111,7 +111,7 @@ def test_a_departure_is_one_onset_and_the_episode_closes_after_normal_readings()
 def test_stuck_sensor_is_flagged() -> None:
     m = LastValueModel()
     m.calibration = Calibration(threshold=1.0)
-    eng = Engine(m, min_history=3, episodes=EpisodePolicy(accept_after=5))
+    eng = Engine(m, min_history=3, episodes=EpisodePolicy(relearn_after=5))
     wobble = [10.0, 10.5, 9.6, 10.2, 9.9, 10.4, 9.7, 10.1, 9.8, 10.3] * 3
     rs = [reading("a", i, v) for i, v in enumerate(wobble)]
     stuck = [reading("a", 30 + i, 10.1) for i in range(14)]
@@ -126,14 +126,40 @@ def test_stuck_sensor_is_flagged() -> None:
 
 def test_level_shift_is_one_anomaly_then_the_new_level_is_normal() -> None:
     m = LastValueModel()
-    eng = Engine(m, min_history=3, episodes=EpisodePolicy(close_after=3, accept_after=3))
-    base = [reading("a", i, 10.0 + 0.1 * (i % 2)) for i in range(8)]
-    shifted = [reading("a", 8 + i, 20.0 + 0.1 * (i % 2)) for i in range(12)]
-    out = eng.process(base + shifted)
-    flags = [bool(r.scored and r.scored.alarm) for r in out[8:]]
-    held = [bool(r.scored and r.scored.in_episode) for r in out[8:]]
-    # One onset at the shift; accepted after 3 readings, the new level is normal.
-    assert flags[0] and not any(flags[1:]) and not any(held[3:])
+    policy = EpisodePolicy(close_after=3, relearn_after=3, max_readings=20)
+    eng = Engine(m, min_history=3, episodes=policy)
+    base = [reading("a", i, 10.0 + 0.1 * (i % 2)) for i in range(250)]
+    shifted = [reading("a", 250 + i, 20.0 + 0.1 * (i % 2)) for i in range(40)]
+    out = eng.process(base + shifted)[250:]
+    flags = [bool(r.scored and r.scored.alarm) for r in out]
+    held = [bool(r.scored and r.scored.in_episode) for r in out]
+    # One onset at the shift. Relearnt after 3 readings, the new level raises no alarm, but
+    # the episode holds while the series is away from its old level, up to max_readings:
+    # then it closes as accepted, and the new level is normal.
+    assert flags[0] and not any(flags[1:])
+    assert all(held[:19]) and not any(held[20:])
+    last = out[19].scored
+    assert last is not None and last.episode is not None
+    assert last.episode.change is Change.ACCEPTED
+
+
+def test_a_departure_that_comes_back_closes_when_the_series_is_back() -> None:
+    """A valve closed for a while: after relearning, the episode stays open while the level
+    is away from the one before the onset, and closes (not accepted) once it returns."""
+    m = LastValueModel()
+    eng = Engine(m, min_history=3, episodes=EpisodePolicy(close_after=3, relearn_after=3))
+    rs = [reading("a", i, 10.0 + 0.1 * (i % 3)) for i in range(250)]
+    rs += [reading("a", 250 + i, 20.0 + 0.1 * (i % 3)) for i in range(60)]
+    rs += [reading("a", 310 + i, 10.0 + 0.1 * (i % 3)) for i in range(30)]
+    out = [r.scored for r in eng.process(rs)[250:]]
+    assert all(s is not None for s in out)
+    held = [s.in_episode for s in out if s]
+    assert sum(s.onset for s in out if s) == 1 and out[0] is not None and out[0].onset
+    assert all(held[:60])  # the whole departure is in the episode
+    closes = [i for i, s in enumerate(out) if s and s.closed]
+    assert len(closes) == 1 and 60 <= closes[0] < 60 + 8 + 3 + 2
+    ep = out[closes[0]].episode if out[closes[0]] else None
+    assert ep is not None and ep.change is Change.CLOSED
 
 
 def test_the_settings_engine_options_score_and_flag() -> None:

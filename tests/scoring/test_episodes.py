@@ -27,11 +27,24 @@ def test_one_onset_per_departure_then_close_then_reopen() -> None:
     assert ch[13] is Change.OPENED  # back to normal first, so a new onset
 
 
-def test_a_lasting_departure_is_accepted_as_the_new_normal() -> None:
-    ch = run([LR - 5] * 40, EpisodePolicy(close_after=5, accept_after=20))
-    assert ch[0] is Change.OPENED and ch[19] is Change.ACCEPTED
+def test_a_lasting_departure_is_relearnt_then_accepted_as_the_new_normal() -> None:
+    ch = run([LR - 5] * 40, EpisodePolicy(close_after=5, relearn_after=10, max_readings=20))
+    assert ch[0] is Change.OPENED and ch[9] is Change.RELEARN and ch[19] is Change.ACCEPTED
+    assert ch[:20].count(Change.RELEARN) == 1
     assert ch[20] is Change.OPENED  # the channels must relearn; the engine test covers that
     assert Change.CLOSED not in ch
+
+
+def test_the_departure_holds_an_episode_whose_evidence_went_quiet() -> None:
+    """After relearning, the series' own evidence is ordinary; the evidence against the
+    pre-onset level (hold_log_p) keeps the episode open until that too is ordinary."""
+    ep, policy, away = Episode(), EpisodePolicy(close_after=3, relearn_after=2), LR - 1
+    seq = [(LR - 5, None)] + [(0.0, away)] * 20 + [(0.0, 0.0)] * 3
+    ch = [ep.step(Onset(i, 0.0), lp, 0.0, (), LR, policy, h) for i, (lp, h) in enumerate(seq)]
+    assert ch[0] is Change.OPENED and ch[1] is Change.RELEARN
+    assert Change.CLOSED not in ch[:21] and ch[23] is Change.CLOSED
+    # Without it, the same quiet evidence closes the episode after close_after readings.
+    assert run([LR - 5] + [0.0] * 5, policy)[3] is Change.CLOSED
 
 
 def test_episode_id_is_stable() -> None:

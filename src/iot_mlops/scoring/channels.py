@@ -28,8 +28,9 @@ and never saturates: scores rank however rare the evidence.
 from __future__ import annotations
 
 import math
+from array import array
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from iot_mlops.scoring.calibrate import Calibration
 from iot_mlops.scoring.names import CHANNELS
@@ -146,6 +147,20 @@ class Evidence:
     fired: tuple[str, ...]  # channels that alone reach the target rate
 
 
+@dataclass(frozen=True)
+class Baseline:
+    """The level a series had before an episode's onset: its reference's median and spread and
+    its level statistic's tail, frozen (the episode's own readings are not in them)."""
+
+    median: float
+    spread: float
+    level: TailModel
+
+    def log_p(self, recent: deque[float]) -> float:
+        """How far the recent mean is from this level, as the level channel would have said."""
+        return self.level.log_sf(abs(sum(recent) / len(recent) - self.median) / self.spread)
+
+
 @dataclass
 class SeriesChannels:
     """Every channel of one series: ``observe`` scores a reading, ``learn`` updates them."""
@@ -161,6 +176,7 @@ class SeriesChannels:
     season: Season | None = field(init=False)
     recent_dev: deque[float] = field(init=False)
     recent_val: deque[float] = field(init=False)
+    baseline: Baseline | None = None  # during an episode: the level before its onset
     _stats: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -232,7 +248,8 @@ class SeriesChannels:
             return self.seasonal.log_sf(s) if self.seasonal.ready else None
         return self.flatline.step(value, self.log_rate)
 
-    def _level_stat(self) -> float | None:
+    def _reference_level(self) -> tuple[float, float] | None:
+        """(median, spread) of the recent values, once there are enough of them."""
         ref = self.reference
         if ref.n < self.config.min_points or len(self.recent_val) < self.config.level_window:
             return None
@@ -240,7 +257,32 @@ class SeriesChannels:
         iqr = ref.quantile(0.75) - ref.quantile(0.25)
         # A quantised or nearly constant series has no IQR: fall back on 1 % of its range.
         spread = max(iqr, 0.01 * (ref.ordered[-1] - ref.ordered[0]), 1e-9 * (abs(med) + 1e-9))
-        return abs(sum(self.recent_val) / len(self.recent_val) - med) / spread
+        return med, spread
+
+    def _level_stat(self) -> float | None:
+        level = self._reference_level()
+        if level is None:
+            return None
+        return abs(sum(self.recent_val) / len(self.recent_val) - level[0]) / level[1]
+
+    def mark_onset(self) -> None:
+        """An episode opened at the reading just observed: remember the level before it (a
+        copy of the level tail's sorted values: a few KB, once per episode)."""
+        level = self._reference_level() if "level" in self.config.channels else None
+        if level is None or not self.level.ready:
+            self.baseline = None
+            return
+        frozen = replace(self.level, ring=array("f"), ordered=array("f", self.level.ordered))
+        self.baseline = Baseline(level[0], level[1], frozen)
+
+    def departure_log_p(self) -> float | None:
+        """The evidence that the series is still away from its pre-onset level."""
+        if self.baseline is None or len(self.recent_val) < self.config.level_window:
+            return None
+        return self.baseline.log_p(self.recent_val)
+
+    def end_episode(self) -> None:
+        self.baseline = None
 
     def learn(self, value: float, entered: float | None = None) -> None:
         """After the decision, every channel learns its statistic, outliers included: bursts

@@ -47,11 +47,16 @@ class DeviceState:
     known: set[str] = field(default_factory=set)  # metrics this device has reported
     pending_ms: int | None = None
     pending: dict[str, float] = field(default_factory=dict)  # metric -> log p at pending_ms
+    # metric -> the evidence that holds an episode (log p, or the series' departure if rarer)
+    pending_hold: dict[str, float] = field(default_factory=dict)
     episode: Episode = field(default_factory=Episode)
 
-    def observe(self, metric: str, t_ms: int, log_p: float, rules: Rules) -> DeviceDecision | None:
+    def observe(
+        self, metric: str, t_ms: int, log_p: float, rules: Rules, hold_log_p: float | None = None
+    ) -> DeviceDecision | None:
         """One scored reading of ``metric`` at grid time ``t_ms``; returns the decision it
-        completes, if any (at most one: an earlier incomplete step, or this one)."""
+        completes, if any (at most one: an earlier incomplete step, or this one).
+        ``hold_log_p``: the series' evidence against its pre-onset level, in its episode."""
         self.known.add(metric)
         decided = None
         if self.pending_ms is not None and t_ms > self.pending_ms:
@@ -60,6 +65,7 @@ class DeviceState:
             self.pending_ms = t_ms
         if t_ms == self.pending_ms:
             self.pending[metric] = log_p
+            self.pending_hold[metric] = log_p if hold_log_p is None else min(log_p, hold_log_p)
             if len(self.pending) == len(self.known) and decided is None:
                 decided = self._decide(rules)
         return decided
@@ -70,10 +76,11 @@ class DeviceState:
         log_p = harmonic_mean_log_p(list(ev.values()))
         score = score_of(log_p, rules.log_rate)
         fired = tuple(sorted(m for m, lp in ev.items() if lp <= rules.log_rate))
+        hold = harmonic_mean_log_p(list(self.pending_hold.values()))
         change = self.episode.step(
-            Onset(t, math.nan), log_p, score, fired, rules.log_rate, rules.device_policy
+            Onset(t, math.nan), log_p, score, fired, rules.log_rate, rules.device_policy, hold
         )
-        self.pending_ms, self.pending = None, {}
+        self.pending_ms, self.pending, self.pending_hold = None, {}, {}
         return DeviceDecision(
             t,
             score,

@@ -331,7 +331,9 @@ class Engine:
                 dev = self.devices.get(r.device_id)
                 if dev is None:
                     dev = self.devices[r.device_id] = DeviceState(r.device_id)
-                decision = dev.observe(r.metric_name, sc.grid_ms, sc.log_p, self.rules)
+                decision = dev.observe(
+                    r.metric_name, sc.grid_ms, sc.log_p, self.rules, sc.hold_log_p
+                )
                 if decision is not None:
                     res = replace(res, device=decision)
             out.append(res)

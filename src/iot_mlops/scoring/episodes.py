@@ -4,8 +4,16 @@ An episode opens at the onset (the first reading whose evidence reaches the targ
 readings that follow belong to it while their evidence stays rare (``hold``: a probability at
 most ``target_rate ** hold``, a lower bar than the onset's, so a departure that flickers stays
 one episode), and it closes after ``close_after`` ordinary readings in a row. A new onset needs
-the series to have come back first. An episode that lasts ``accept_after`` readings is taken to
-be the new normal (a level that stays): it closes as *accepted* and the series relearns.
+the series to have come back first.
+
+A departure that lasts ``relearn_after`` readings is a level the series now holds: the series
+relearns it (the model's context takes the real values, the channels forget the old level), so
+its evidence against the *new* level goes quiet, but the episode stays open while the readings
+stay far from the level it had before the onset (``hold_log_p``: the caller's evidence against
+the pre-onset baseline, at a probability of at most ``target_rate ** departure_hold``, a bar
+stricter than the onset's, so a slow drift away from a short history is not held). It closes
+when the series is back (a valve reopened) or, after ``max_readings``, as *accepted*: the
+departure is the new normal.
 
 Operators get one incident per departure; labelled benchmarks reward exactly that (the onset
 counts, every further alarm outside a window costs), and the in-episode flag says "still
@@ -21,6 +29,7 @@ from enum import StrEnum
 class Change(StrEnum):
     NONE = "none"
     OPENED = "opened"
+    RELEARN = "relearn"  # still open: the series takes the departure's level as its own
     CLOSED = "closed"  # back to normal
     ACCEPTED = "accepted"  # closed: the departure is the new normal
 
@@ -29,11 +38,16 @@ class Change(StrEnum):
 class EpisodePolicy:
     close_after: int = 10
     hold: float = 0.75
-    accept_after: int = 0  # readings in one episode before it is the new normal; 0 = never
+    relearn_after: int = 0  # readings in one episode before the series relearns; 0 = never
+    max_readings: int = 0  # readings after which an episode closes as accepted; 0 = never
+    # The departure from the pre-onset level holds an episode at p <= rate ** this.
+    departure_hold: float = 0.75
 
     def __post_init__(self) -> None:
-        if self.close_after < 1 or not 0.0 < self.hold <= 1.0 or self.accept_after < 0:
-            raise ValueError("close_after >= 1, 0 < hold <= 1 and accept_after >= 0 required")
+        if self.close_after < 1 or not 0.0 < self.hold <= 1.0:
+            raise ValueError("close_after >= 1 and 0 < hold <= 1 required")
+        if self.relearn_after < 0 or self.max_readings < 0:
+            raise ValueError("relearn_after >= 0 and max_readings >= 0 required")
 
 
 @dataclass(frozen=True)
@@ -57,6 +71,7 @@ class Episode:
     readings: int = 0
     normal_run: int = 0
     peak_score: float = 0.0
+    relearnt: bool = False  # the series has taken this departure's level as its own
     channels: set[str] = field(default_factory=set)
     onset: Onset | None = None
 
@@ -68,17 +83,23 @@ class Episode:
         fired: tuple[str, ...],
         log_rate: float,
         policy: EpisodePolicy,
+        hold_log_p: float | None = None,
     ) -> Change:
+        """Advance by one decision. ``log_p`` opens and holds; ``hold_log_p`` (the evidence
+        against the level before the onset) holds too, at the stricter ``departure_hold``."""
         if not self.open:
             if log_p > log_rate:
                 return Change.NONE
             self.open, self.onset = True, onset
             self.started_ms = self.last_ms = onset.timestamp_ms
             self.readings, self.normal_run, self.peak_score = 1, 0, score
-            self.channels = set(fired)
+            self.channels, self.relearnt = set(fired), False
             return Change.OPENED
         self.readings += 1
-        if log_p <= policy.hold * log_rate:
+        held = log_p <= policy.hold * log_rate or (
+            hold_log_p is not None and hold_log_p <= policy.departure_hold * log_rate
+        )
+        if held:
             self.normal_run = 0
             self.last_ms = onset.timestamp_ms
             self.peak_score = max(self.peak_score, score)
@@ -88,9 +109,12 @@ class Episode:
         if self.normal_run >= policy.close_after:
             self.open = False
             return Change.CLOSED
-        if policy.accept_after and self.readings >= policy.accept_after:
+        if policy.max_readings and self.readings >= policy.max_readings:
             self.open = False
             return Change.ACCEPTED
+        if policy.relearn_after and self.readings == policy.relearn_after:
+            self.relearnt = True
+            return Change.RELEARN
         return Change.NONE
 
     def id(self, key: str) -> str:
@@ -113,7 +137,7 @@ class EpisodeSummary:
 
 
 def summarise(ep: Episode, key: str, change: Change, now_ms: int) -> EpisodeSummary | None:
-    if change is Change.NONE or ep.onset is None:
+    if change in (Change.NONE, Change.RELEARN) or ep.onset is None:
         return None
     ended = None if change is Change.OPENED else now_ms
     return EpisodeSummary(

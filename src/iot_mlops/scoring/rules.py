@@ -45,11 +45,14 @@ def engine_options(settings: Any) -> dict[str, Any]:
         "episodes": EpisodePolicy(
             close_after=settings.episode_close_after,
             hold=settings.episode_hold,
-            accept_after=settings.regime_accept_after,
+            relearn_after=settings.regime_relearn_after,
+            max_readings=settings.episode_max_readings,
+            departure_hold=settings.episode_departure_hold,
         ),
         "device_episodes": EpisodePolicy(
             close_after=settings.device_episode_close_after,
             hold=settings.episode_hold,
-            accept_after=settings.regime_accept_after,
+            max_readings=settings.episode_max_readings,
+            departure_hold=settings.episode_departure_hold,
         ),
     }

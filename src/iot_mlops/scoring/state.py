@@ -64,6 +64,7 @@ class Scored:
     closed: bool = False  # this reading closed the series' episode
     fired: tuple[str, ...] = ()
     episode: EpisodeSummary | None = None  # on an open or a close
+    hold_log_p: float | None = None  # in an episode: the evidence against the pre-onset level
 
     @property
     def onset(self) -> bool:
@@ -151,6 +152,7 @@ class SeriesState:
         ev = ch.observe(value, dev)
         if rules.observe_only:
             ev = Evidence(0.0, 0.0, ())
+        hold = ch.departure_log_p() if self.episode.open else None
         change = self.episode.step(
             Onset(grid_ms, value, med, lo, hi),
             ev.log_p,
@@ -158,7 +160,12 @@ class SeriesState:
             ev.fired,
             rules.log_rate,
             rules.episodes,
+            hold,
         )
+        if change is Change.OPENED:
+            ch.mark_onset()
+        elif change in (Change.CLOSED, Change.ACCEPTED):
+            ch.end_episode()
         outlier = ev.score >= 0.5
         # Outliers enter the context as the forecast so they do not drag later forecasts.
         entered = med if outlier else value
@@ -182,12 +189,13 @@ class SeriesState:
             change in (Change.CLOSED, Change.ACCEPTED),
             ev.fired,
             summarise(self.episode, self.key, change, grid_ms),
+            hold,
         )
 
     def _track_outliers(self, grid_ms: int, value: float, outlier: bool, change: Change) -> None:
         if outlier and (self.episode.open or change is Change.ACCEPTED):
             self.outlier_run.append((grid_ms, value))
-        if change is Change.ACCEPTED:
+        if change is Change.RELEARN or (change is Change.ACCEPTED and not self.episode.relearnt):
             self._accept_regime()
         elif not self.episode.open:
             self.outlier_run.clear()
