@@ -4,7 +4,7 @@ episode policy, bundled so that training, evaluation and the detector pass one v
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from iot_mlops.scoring.calibrate import Calibration
@@ -34,6 +34,13 @@ class Rules:
 def engine_options(settings: Any) -> dict[str, Any]:
     """The engine's channel and episode configuration from the one settings object."""
     channels = tuple(c.strip() for c in settings.channels.split(",") if c.strip())
+    episodes = EpisodePolicy(
+        close_after=settings.episode_close_after,
+        hold=settings.episode_hold,
+        relearn_after=settings.regime_relearn_after,
+        max_readings=settings.episode_max_readings,
+        departure_hold=settings.episode_departure_hold,
+    )
     return {
         "channels": ChannelConfig(
             channels=channels,
@@ -42,17 +49,9 @@ def engine_options(settings: Any) -> dict[str, Any]:
             conservative=settings.tail_conservative,
             season_max_period=settings.season_max_period,
         ),
-        "episodes": EpisodePolicy(
-            close_after=settings.episode_close_after,
-            hold=settings.episode_hold,
-            relearn_after=settings.regime_relearn_after,
-            max_readings=settings.episode_max_readings,
-            departure_hold=settings.episode_departure_hold,
-        ),
-        "device_episodes": EpisodePolicy(
-            close_after=settings.device_episode_close_after,
-            hold=settings.episode_hold,
-            max_readings=settings.episode_max_readings,
-            departure_hold=settings.episode_departure_hold,
+        "episodes": episodes,
+        # A device does not relearn (its series do); it closes after its own run of steps.
+        "device_episodes": replace(
+            episodes, close_after=settings.device_episode_close_after, relearn_after=0
         ),
     }
