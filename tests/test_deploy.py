@@ -435,6 +435,8 @@ def test_compose_project_env_vars_are_settings_fields(monkeypatch: pytest.Monkey
     assert seen == len(PROJECT_IMAGE_SERVICES)
     detector = _env(_services()["anomaly-detector"])
     assert detector.get("IOT_MLOPS_METRICS_HOST") == "0.0.0.0", "the detector must listen on all"
+    # Replicas named after their containers: a restarted one fences its open transaction.
+    assert detector.get("IOT_MLOPS_INSTANCE_ID_FROM_HOSTNAME") == "true"
 
 
 @pytest.mark.unit

@@ -188,6 +188,11 @@ class Settings(BaseSettings):
     # the broker to abort it. Empty: a random id per process (a producer the process
     # replaces still fences the one before it).
     instance_id: str = Field("", max_length=200, pattern=r"^[A-Za-z0-9._-]*$")
+    # With no instance_id: name the replica after its host name. A container's host name is
+    # its id, the same across its restarts and different per replica (`docker compose up
+    # --scale`), which Compose cannot otherwise give each replica. Not for several detectors
+    # on one host: they would fence each other.
+    instance_id_from_hostname: bool = False
 
     @field_validator("channels")
     @classmethod

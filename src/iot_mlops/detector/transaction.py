@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
+import socket
 import threading
 import time
 import uuid
@@ -49,7 +51,10 @@ def transactional_id(settings: Settings) -> str:
     """This replica's transactional.id: stable across its restarts when it is named
     (``instance_id``), so a new producer fences the last one's open transaction."""
     s = settings
-    return f"{s.consumer_group}-{s.instance_id or uuid.uuid4().hex[:12]}"
+    name = s.instance_id
+    if not name and s.instance_id_from_hostname:
+        name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:200]
+    return f"{s.consumer_group}-{name or uuid.uuid4().hex[:12]}"
 
 
 def new_producer(
