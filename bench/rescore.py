@@ -61,6 +61,7 @@ class Variant:
     channels: ChannelConfig = field(default_factory=ChannelConfig)
     episodes: EpisodePolicy = field(default_factory=_episodes)
     device_episodes: EpisodePolicy | None = field(default_factory=_device)
+    target_rate: float | None = None  # None: the model's calibrated target_false_alarm_rate
 
 
 BASE = Variant()
@@ -100,7 +101,8 @@ VARIANTS = {
 
 
 def _custom(name: str) -> Variant:
-    """``x:dh=2,max=300,dclose=10``: departure hold, cap, device close."""
+    """``x:dh=2,max=300,dclose=10,rate=0.001``: departure hold, cap, device close, target
+    false-alarm rate (the decision threshold)."""
     kv = dict(p.split("=") for p in name.removeprefix("x:").split(",") if p)
     dh = float(kv.get("dh", _SHIPPED["episodes"].departure_hold))
     cap = int(kv.get("max", _SHIPPED["episodes"].max_readings))
@@ -109,6 +111,7 @@ def _custom(name: str) -> Variant:
         device_episodes=_device(
             departure_hold=dh, max_readings=cap, close_after=int(kv.get("dclose", 30))
         ),
+        target_rate=float(kv["rate"]) if "rate" in kv else None,
     )
 
 
@@ -219,7 +222,8 @@ def main() -> None:
     )
     for name in a.variant or list(VARIANTS):
         v = VARIANTS[name] if name in VARIANTS else _custom(name)
-        rules = Rules(cal, v.channels, v.episodes, device_episodes=v.device_episodes)
+        c = cal if v.target_rate is None else replace(cal, target_false_alarm_rate=v.target_rate)
+        rules = Rules(c, v.channels, v.episodes, device_episodes=v.device_episodes)
         frames = {x.rel: replay_file(x, r, rules) for x, r in zip(series, rec, strict=True)}
         rep = score_corpus(frames, labels, a.probation, train_rows=a.train_rows)
         print(row(name, rep), flush=True)

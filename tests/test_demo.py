@@ -48,6 +48,9 @@ def test_demo_runs_bounded_and_reports_precision(tmp_path: Path) -> None:
     scored = int(re.search(r"readings scored\s+│?\s*([\d,]+)", out).group(1).replace(",", ""))
     assert scored > 0
     assert re.search(r"precision \(labelled, in episode\)\s+│?\s*[01]\.\d{3}", out)
+    # The live simulator's accelerated clock must not turn readings into dead letters.
+    dead = re.search(r"dead letters\s+│?\s*([\d,]+)", out)
+    assert dead is not None and dead.group(1) == "0", out[-3000:]
     # Everything the demo started is stopped: no process of ours still runs from that state dir.
     state = str(tmp_path / "state")
     leftovers = [

@@ -437,6 +437,10 @@ def test_compose_project_env_vars_are_settings_fields(monkeypatch: pytest.Monkey
     assert detector.get("IOT_MLOPS_METRICS_HOST") == "0.0.0.0", "the detector must listen on all"
     # Replicas named after their containers: a restarted one fences its open transaction.
     assert detector.get("IOT_MLOPS_INSTANCE_ID_FROM_HOSTNAME") == "true"
+    # The simulator runs faster than real time: its event times run ahead of the record
+    # times, which the detector's clock-skew bound would dead-letter after a minute or two.
+    if "--rate" in _services()["simulator"]["command"]:
+        assert detector.get("IOT_MLOPS_EVENT_TIME_MAX_AHEAD_S") == "0"
 
 
 @pytest.mark.unit
