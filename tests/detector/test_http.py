@@ -3,6 +3,7 @@ or one waiting for its model, is alive and must not be restarted)."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 
@@ -48,7 +49,10 @@ def test_a_detector_waiting_for_its_model_is_alive_not_ready(
 ) -> None:
     s = settings.model_copy(update={"metrics_port": free_port()})
     log = tmp_path / "detector.log"
-    proc = detector_process(s, log, IOT_MLOPS_MODEL_NAME=f"no-such-model-{uuid.uuid4().hex[:6]}")
+    proc = detector_process(
+        s, log, IOT_MLOPS_MODEL_NAME=f"no-such-model-{uuid.uuid4().hex[:6]}",
+        IOT_MLOPS_ALIAS_POLL_INTERVAL_S="1",
+    )  # fmt: skip
     url = f"http://127.0.0.1:{s.metrics_port}"
 
     def up() -> bool:
@@ -62,6 +66,11 @@ def test_a_detector_waiting_for_its_model_is_alive_not_ready(
         state = httpx.get(f"{url}/readyz", timeout=5)
         assert state.status_code == 503 and state.json()["model_loaded"] is False
         assert state.json()["live"] is True and state.json()["loop_idle_s"] < 60
+        # It polls the registry every second meanwhile; its log says what it waits for, not
+        # one line per HTTP request of the probe.
+        time.sleep(3)
+        text = log.read_text()
+        assert "HTTP Request" not in text, text[-2000:]
     finally:
         if proc.poll() is None:
             stop_detector(proc, log)

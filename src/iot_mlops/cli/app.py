@@ -143,6 +143,9 @@ def detect(
         format="%(message)s",
         handlers=[RichHandler(console=console, show_path=False)],
     )
+    # httpx logs every request at INFO: the registry's health probe every poll interval
+    # would bury what the detector says about itself.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     s = settings_from(
         input_topic=topic, consumer_group=group, model_alias=alias, model_name=model_name,
         metrics_port=metrics_port,
