@@ -109,7 +109,9 @@ def _custom(name: str) -> Variant:
     return Variant(
         episodes=_episodes(departure_hold=dh, max_readings=cap),
         device_episodes=_device(
-            departure_hold=dh, max_readings=cap, close_after=int(kv.get("dclose", 30))
+            departure_hold=dh,
+            max_readings=cap,
+            close_after=int(kv.get("dclose", _SHIPPED["device_episodes"].close_after)),
         ),
         target_rate=float(kv["rate"]) if "rate" in kv else None,
     )

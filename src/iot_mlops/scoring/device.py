@@ -47,7 +47,7 @@ class DeviceState:
     known: set[str] = field(default_factory=set)  # metrics this device has reported
     pending_ms: int | None = None
     pending: dict[str, float] = field(default_factory=dict)  # metric -> log p at pending_ms
-    # metric -> the evidence that holds an episode (log p, or the series' departure if rarer)
+    # metric -> its series' departure evidence, where rarer than its log p (in an episode)
     pending_hold: dict[str, float] = field(default_factory=dict)
     episode: Episode = field(default_factory=Episode)
 
@@ -65,7 +65,8 @@ class DeviceState:
             self.pending_ms = t_ms
         if t_ms == self.pending_ms:
             self.pending[metric] = log_p
-            self.pending_hold[metric] = log_p if hold_log_p is None else min(log_p, hold_log_p)
+            if hold_log_p is not None and hold_log_p < log_p:
+                self.pending_hold[metric] = hold_log_p
             if len(self.pending) == len(self.known) and decided is None:
                 decided = self._decide(rules)
         return decided
@@ -76,7 +77,12 @@ class DeviceState:
         log_p = harmonic_mean_log_p(list(ev.values()))
         score = score_of(log_p, rules.log_rate)
         fired = tuple(sorted(m for m, lp in ev.items() if lp <= rules.log_rate))
-        hold = harmonic_mean_log_p(list(self.pending_hold.values()))
+        # Only while some metric is away from its pre-onset level (no extra work otherwise).
+        hold = (
+            harmonic_mean_log_p([self.pending_hold.get(m, lp) for m, lp in ev.items()])
+            if self.pending_hold
+            else None
+        )
         change = self.episode.step(
             Onset(t, math.nan), log_p, score, fired, rules.log_rate, rules.device_policy, hold
         )

@@ -43,6 +43,11 @@ class EpisodePolicy:
     # The departure from the pre-onset level holds an episode at p <= rate ** this.
     departure_hold: float = 0.75
 
+    @property
+    def relearns_before_accepting(self) -> bool:
+        """Whether an episode that reaches ``max_readings`` was relearnt on its way there."""
+        return 0 < self.relearn_after < self.max_readings
+
     def __post_init__(self) -> None:
         if self.close_after < 1 or not 0.0 < self.hold <= 1.0:
             raise ValueError("close_after >= 1 and 0 < hold <= 1 required")
@@ -71,7 +76,6 @@ class Episode:
     readings: int = 0
     normal_run: int = 0
     peak_score: float = 0.0
-    relearnt: bool = False  # the series has taken this departure's level as its own
     channels: set[str] = field(default_factory=set)
     onset: Onset | None = None
 
@@ -93,7 +97,7 @@ class Episode:
             self.open, self.onset = True, onset
             self.started_ms = self.last_ms = onset.timestamp_ms
             self.readings, self.normal_run, self.peak_score = 1, 0, score
-            self.channels, self.relearnt = set(fired), False
+            self.channels = set(fired)
             return Change.OPENED
         self.readings += 1
         held = log_p <= policy.hold * log_rate or (
@@ -113,7 +117,6 @@ class Episode:
             self.open = False
             return Change.ACCEPTED
         if policy.relearn_after and self.readings == policy.relearn_after:
-            self.relearnt = True
             return Change.RELEARN
         return Change.NONE
 

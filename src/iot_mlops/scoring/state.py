@@ -18,7 +18,14 @@ from enum import StrEnum
 import numpy as np
 
 from iot_mlops.scoring.channels import Evidence, SeriesChannels, deviation
-from iot_mlops.scoring.episodes import Change, Episode, EpisodeSummary, Onset, summarise
+from iot_mlops.scoring.episodes import (
+    Change,
+    Episode,
+    EpisodePolicy,
+    EpisodeSummary,
+    Onset,
+    summarise,
+)
 from iot_mlops.scoring.liveness import Presence
 from iot_mlops.scoring.rules import Rules
 
@@ -152,7 +159,7 @@ class SeriesState:
         ev = ch.observe(value, dev)
         if rules.observe_only:
             ev = Evidence(0.0, 0.0, ())
-        hold = ch.departure_log_p() if self.episode.open else None
+        hold = ch.departure_log_p()  # None outside an episode: no baseline then
         change = self.episode.step(
             Onset(grid_ms, value, med, lo, hi),
             ev.log_p,
@@ -173,7 +180,7 @@ class SeriesState:
         self.values.append(entered)
         self.last_ms = grid_ms
         self.observed += 1
-        self._track_outliers(grid_ms, value, outlier, change)
+        self._track_outliers(grid_ms, value, outlier, change, rules.episodes)
         return Scored(
             abs(dev),
             med,
@@ -192,10 +199,13 @@ class SeriesState:
             hold,
         )
 
-    def _track_outliers(self, grid_ms: int, value: float, outlier: bool, change: Change) -> None:
+    def _track_outliers(
+        self, grid_ms: int, value: float, outlier: bool, change: Change, policy: EpisodePolicy
+    ) -> None:
         if outlier and (self.episode.open or change is Change.ACCEPTED):
             self.outlier_run.append((grid_ms, value))
-        if change is Change.RELEARN or (change is Change.ACCEPTED and not self.episode.relearnt):
+        accepted_unlearnt = change is Change.ACCEPTED and not policy.relearns_before_accepting
+        if change is Change.RELEARN or accepted_unlearnt:
             self._accept_regime()
         elif not self.episode.open:
             self.outlier_run.clear()
