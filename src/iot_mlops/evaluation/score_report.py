@@ -31,12 +31,12 @@ from iot_mlops.evaluation.scores import (
     _point_metrics,
     _prepare,
     _profile,
-    _ratio,
     _raw_window_score,
     _sorted_windows,
 )
 from iot_mlops.evaluation.skab import ChangepointScore, Outliers, changepoint_score, outliers
 from iot_mlops.evaluation.windows import WindowLike
+from iot_mlops.training.metrics import ratio
 
 
 @dataclass
@@ -82,7 +82,7 @@ class KindStats:
 
     @property
     def recall(self) -> float:
-        return _ratio(self.detected, self.windows)
+        return ratio(self.detected, self.windows)
 
 
 @dataclass
@@ -96,7 +96,7 @@ class TopScore:
 
     @property
     def share(self) -> float:
-        return _ratio(self.rows, self.scored_rows)
+        return ratio(self.rows, self.scored_rows)
 
     def add(self, scores: np.ndarray) -> None:
         if not len(scores):

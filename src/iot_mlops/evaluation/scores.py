@@ -51,6 +51,7 @@ import pandas as pd
 
 from iot_mlops.errors import ConfigError
 from iot_mlops.evaluation.windows import Window, WindowLike, _utc, load_labels
+from iot_mlops.training.metrics import Confusion
 
 __all__ = [
     "DEFAULT_PROBATION",
@@ -271,43 +272,13 @@ def corpus_scores(
 # --------------------------------------------------------------------------------------------
 
 
-def _ratio(a: float, b: float) -> float:
-    return a / b if b else 0.0
-
-
 @dataclass(frozen=True)
-class Metrics:
+class Metrics(Confusion):
     """Precision/recall/F1 from counts; addable, so corpus totals are micro-averages.
 
     Point-wise: ``tp``/``fn`` = flagged/unflagged rows in windows, ``fp`` = flagged rows
     outside, ``tp_pred`` = ``tp``. Event-wise: ``tp``/``fn`` = detected/missed windows,
     ``fp`` = flag events touching no window, ``tp_pred`` = flag events touching a window."""
-
-    tp: int = 0
-    fp: int = 0
-    fn: int = 0
-    tp_pred: int = 0
-
-    @property
-    def precision(self) -> float:
-        return _ratio(self.tp_pred, self.tp_pred + self.fp)
-
-    @property
-    def recall(self) -> float:
-        return _ratio(self.tp, self.tp + self.fn)
-
-    @property
-    def f1(self) -> float:
-        p, r = self.precision, self.recall
-        return _ratio(2 * p * r, p + r)
-
-    def __add__(self, other: Metrics) -> Metrics:
-        return Metrics(
-            self.tp + other.tp,
-            self.fp + other.fp,
-            self.fn + other.fn,
-            self.tp_pred + other.tp_pred,
-        )
 
     def to_dict(self) -> dict[str, float | int]:
         return {
@@ -317,7 +288,7 @@ class Metrics:
             "tp": self.tp,
             "fp": self.fp,
             "fn": self.fn,
-            "tp_pred": self.tp_pred,
+            "tp_pred": self.true_predictions,
         }
 
 

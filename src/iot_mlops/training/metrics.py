@@ -5,48 +5,63 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Self
 
 import numpy as np
 
 
-def _ratio(num: float, den: float) -> float:
+def ratio(num: float, den: float) -> float:
     return num / den if den else 0.0  # an undefined ratio is 0.0
 
 
 @dataclass(frozen=True)
 class Confusion:
-    """Counts of binary decisions against labels; addable, so totals pool over files."""
+    """Counts of binary decisions against labels; addable, so totals pool over files (micro-
+    averages). ``tp_pred`` is the number of true predictions where it differs from ``tp``:
+    event-wise, a flag event touching a window is one true prediction, a detected window one
+    true positive, and the two are not one-to-one. Unset, it is ``tp``."""
 
     tp: int = 0
     fp: int = 0
     fn: int = 0
     tn: int = 0
+    tp_pred: int | None = None
+
+    @property
+    def true_predictions(self) -> int:
+        return self.tp if self.tp_pred is None else self.tp_pred
 
     @property
     def precision(self) -> float:
-        return _ratio(self.tp, self.tp + self.fp)
+        return ratio(self.true_predictions, self.true_predictions + self.fp)
 
     @property
     def recall(self) -> float:
-        return _ratio(self.tp, self.tp + self.fn)
+        return ratio(self.tp, self.tp + self.fn)
 
     @property
     def f1(self) -> float:
-        return _ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn)
+        p, r = self.precision, self.recall
+        return ratio(2 * p * r, p + r)
 
     @property
     def far(self) -> float:
         """False-alarm rate: FP / (FP + TN)."""
-        return _ratio(self.fp, self.fp + self.tn)
+        return ratio(self.fp, self.fp + self.tn)
 
     @property
     def mar(self) -> float:
         """Missed-alarm rate: FN / (FN + TP)."""
-        return _ratio(self.fn, self.fn + self.tp)
+        return ratio(self.fn, self.fn + self.tp)
 
-    def __add__(self, other: Confusion) -> Confusion:
-        return Confusion(
-            self.tp + other.tp, self.fp + other.fp, self.fn + other.fn, self.tn + other.tn
+    def __add__(self, other: Confusion) -> Self:
+        both_unset = self.tp_pred is None and other.tp_pred is None
+        return type(self)(
+            self.tp + other.tp,
+            self.fp + other.fp,
+            self.fn + other.fn,
+            self.tn + other.tn,
+            None if both_unset else self.true_predictions + other.true_predictions,
         )
 
     def counts(self) -> dict[str, int]:
