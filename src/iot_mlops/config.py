@@ -151,8 +151,12 @@ class Settings(BaseSettings):
     episode_close_after: int = Field(10, ge=1)
     # A device's episode (its metrics combined) closes after this many ordinary time steps.
     device_episode_close_after: int = Field(30, ge=1)
+    # A batch (one transaction) closes at batch_max_messages or after batch_max_wait_ms,
+    # whichever comes first: the count sizes transactions for throughput under load, the time
+    # bound keeps latency at low load from waiting for a full batch. Each batch costs one
+    # transaction commit (a few ms), so 100 ms bounds that overhead at ~10 commits/s.
     batch_max_messages: int = Field(5000, ge=1)
-    poll_timeout_s: float = Field(0.5, gt=0)
+    batch_max_wait_ms: int = Field(100, ge=1)
     # /livez turns 503 when the detector's loop (polling, scoring, rebuilding state) has not
     # moved for this long: stuck, to be restarted. Kafka's own bound on a stuck consumer
     # (max.poll.interval.ms) is 600 s, which a state rebuild may use.

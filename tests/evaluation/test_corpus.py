@@ -23,11 +23,10 @@ from iot_mlops.evaluation.corpus import (
     PERSISTENT_KINDS,
     SIM_START_MS,
     CorpusInfo,
-    _Anomaly,
-    _inject,
     generate_corpus,
     simulator_corpus,
 )
+from iot_mlops.evaluation.corpus.signal import _Anomaly, _inject
 from iot_mlops.evaluation.score_report import score_corpus
 from iot_mlops.evaluation.scores import load_labels
 

@@ -144,7 +144,7 @@ class Detector:
         while not self.stop_event.is_set():
             self.beat()
             self._maybe_swap_model()
-            msgs = self.consumer.consume(s.batch_max_messages, timeout=s.poll_timeout_s)
+            msgs = self.consumer.consume(s.batch_max_messages, timeout=s.batch_max_wait_ms / 1000)
             if msgs:
                 self._process_batch(msgs)
             now = time.monotonic()
