@@ -9,6 +9,8 @@ replays that stream, whatever broker or topic it flows through.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from detector_helpers import (
     ProductionModel,
@@ -24,6 +26,18 @@ from iot_mlops.config import Settings
 # The standard stream: 200 steps of warm-up context, then 400 steps with labelled anomalies,
 # for the 15 series of the session model's fleet (9,000 readings).
 STREAM_START, STREAM_STEPS = -200, 600
+
+_HERE = Path(__file__).parent
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test of this folder is a fault test on the real services: one place marks them
+    (``-m reliability`` selects them, ``-m "not integration"`` leaves them out)."""
+    for item in items:
+        if item.path.is_relative_to(_HERE):
+            item.add_marker(pytest.mark.reliability)
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture

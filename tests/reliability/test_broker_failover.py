@@ -23,8 +23,6 @@ from reliability_helpers import (
 
 from iot_mlops.config import Settings
 
-pytestmark = [pytest.mark.reliability, pytest.mark.integration]
-
 
 @pytest.fixture
 def cluster(stack_settings: Settings, tmp_path: Path) -> Iterator[KRaftCluster]:

@@ -15,8 +15,6 @@ from reliability_helpers import Reference, fault_run, fresh_topics, private_serv
 from iot_mlops.config import Settings
 from iot_mlops.kafka.stack import Kafka
 
-pytestmark = [pytest.mark.reliability, pytest.mark.integration]
-
 
 @pytest.fixture
 def broker(stack_settings: Settings, tmp_path: Path) -> Iterator[Kafka]:

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import time
 
-import pytest
 from confluent_kafka import Producer
 from detector_helpers import ProductionModel, RunningDetector, caught_up, read_all, wait_until
 from reliability_helpers import stream
 
 from iot_mlops.config import Settings
 from iot_mlops.events import Reading, decode_reading, encode_reading
-
-pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
 DAY_MS = 86_400_000
 YEAR_2199_MS = 7_226_582_400_000  # 2199-01-01

@@ -9,13 +9,10 @@ import random
 import time
 from pathlib import Path
 
-import pytest
 from detector_helpers import committed_offsets, end_offsets, wait_until
 from reliability_helpers import FaultRun, Reference, fault_run, record
 
 from iot_mlops.config import Settings
-
-pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
 KILLS = 5
 SEED = 20261126

@@ -22,8 +22,6 @@ from reliability_helpers import healthz, log_problems, metric_sum, record, scrap
 from iot_mlops.config import Settings
 from iot_mlops.events import REASONS, ReadingError, decode_reading
 
-pytestmark = [pytest.mark.reliability, pytest.mark.integration]
-
 SEED = 4
 N_MALFORMED = 10_000
 

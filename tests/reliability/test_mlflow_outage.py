@@ -38,8 +38,6 @@ from iot_mlops.data.simulate import generate
 from iot_mlops.events import decode_anomaly
 from iot_mlops.kafka.stack import MLflow
 
-pytestmark = [pytest.mark.reliability, pytest.mark.integration]
-
 
 @pytest.fixture
 def private_mlflow(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import NewTopic
 from detector_helpers import (
@@ -30,8 +29,6 @@ from reliability_helpers import metric_sum, scrape, stream
 
 from iot_mlops.config import Settings
 from iot_mlops.kafka import clients
-
-pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
 POISON_BYTES = 999_950
 

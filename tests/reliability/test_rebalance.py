@@ -17,7 +17,6 @@ from pathlib import Path
 
 import httpx
 import orjson
-import pytest
 from detector_helpers import (
     ProductionModel,
     caught_up,
@@ -38,8 +37,6 @@ from reliability_helpers import (
 from iot_mlops.config import Settings
 from iot_mlops.kafka.stack import free_port
 from iot_mlops.kafka.topics import create_topics
-
-pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
 PARTITIONS = 6
 

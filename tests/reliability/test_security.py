@@ -20,8 +20,6 @@ from iot_mlops.config import Settings
 from iot_mlops.kafka.stack import Stack
 from iot_mlops.scoring.calibrate import Calibration
 
-pytestmark = [pytest.mark.reliability, pytest.mark.integration]
-
 
 def _loopback(ip: str) -> bool:
     addr = ipaddress.ip_address(ip)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -105,66 +106,89 @@ def requirements() -> list[str]:
     return reqs
 
 
-def log_and_register(
-    settings: Settings,
-    model: ForecastModel,
-    meta: ModelMetadata,
-    params: dict[str, Any],
-    metrics: dict[str, float],
-    leaderboard: pd.DataFrame,
-    series: list[SplitSeries],
-    ev: Evaluation,
-    workdir: Path,
-) -> tuple[str, str]:
+@dataclass(frozen=True)
+class TrainedRun:
+    """What one training run logs: the calibrated model, its typed metadata, the run's params
+    and metrics, AutoGluon's leaderboard, and the split series and holdout evaluation that the
+    forecast plot and the input example are drawn from."""
+
+    model: ForecastModel
+    meta: ModelMetadata
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    leaderboard: pd.DataFrame
+    series: list[SplitSeries]
+    ev: Evaluation
+
+
+def log_and_register(settings: Settings, run: TrainedRun, workdir: Path) -> tuple[str, str]:
     """One MLflow run (params, metrics, leaderboard, plot, calibration and the pyfunc logged
     as code with its predictor and metadata), registered as a new version carrying its
     metrics as tags. Returns (run id, version)."""
     import mlflow
-    from mlflow.models import infer_signature
 
     from iot_mlops.lifecycle import registry
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_registry_uri(settings.mlflow_tracking_uri)
     mlflow.set_experiment(settings.experiment_name)
-    meta_path = workdir / "metadata.json"
-    meta_path.write_text(json.dumps(meta.to_dict(), indent=2))
-    lb_path = workdir / "leaderboard.csv"
-    leaderboard.to_csv(lb_path, index=False)
-    png = plot_forecasts(series, ev, workdir / "forecast_vs_actual.png")
-    example = input_example(series, settings.context_length)
-    signature = infer_signature(example, model.forecast(example))
+    files = _stage_files(run, workdir)
     # log_model loads the logged model back to check the input example (a download).
-    with registry.mlflow_env(), mlflow.start_run(run_name=f"train-{meta.best_model}") as run:
-        mlflow.log_params(params)
-        mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})
-        mlflow.log_artifact(str(lb_path))
-        mlflow.log_artifact(str(png))
-        mlflow.log_dict(ev.calibration.to_dict(), "calibration.json")
-        mlflow.set_tags({"best_model": meta.best_model, "freq": meta.freq})
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(pyfunc.__file__),
-            artifacts={
-                PREDICTOR_ARTIFACT: str(model.predictor.path),
-                METADATA_ARTIFACT: str(meta_path),
-            },
-            signature=signature,
-            input_example=example,
-            # Explicit: inferring requirements would load the model in a subprocess.
-            pip_requirements=requirements(),
-            metadata={"iot_mlops": {k: meta.to_dict()[k] for k in _MLFLOW_METADATA}},
-        )
+    with registry.mlflow_env(), mlflow.start_run(run_name=f"train-{run.meta.best_model}") as mr:
+        mlflow.log_params(run.params)
+        mlflow.log_metrics({k: v for k, v in run.metrics.items() if math.isfinite(v)})
+        mlflow.log_artifact(str(files["leaderboard"]))
+        mlflow.log_artifact(str(files["plot"]))
+        mlflow.log_dict(run.ev.calibration.to_dict(), "calibration.json")
+        mlflow.set_tags({"best_model": run.meta.best_model, "freq": run.meta.freq})
+        info = _log_pyfunc(settings, run, files["metadata"])
         mv = mlflow.register_model(info.model_uri, settings.model_name)
     version = str(mv.version)
+    registry.set_version_tags(settings, version, _version_tags(run))
+    return mr.info.run_id, version
+
+
+def _stage_files(run: TrainedRun, workdir: Path) -> dict[str, Path]:
+    meta_path = workdir / "metadata.json"
+    meta_path.write_text(json.dumps(run.meta.to_dict(), indent=2))
+    lb_path = workdir / "leaderboard.csv"
+    run.leaderboard.to_csv(lb_path, index=False)
+    png = plot_forecasts(run.series, run.ev, workdir / "forecast_vs_actual.png")
+    return {"metadata": meta_path, "leaderboard": lb_path, "plot": png}
+
+
+def _log_pyfunc(settings: Settings, run: TrainedRun, meta_path: Path) -> Any:
+    import mlflow
+    from mlflow.models import infer_signature
+
+    example = input_example(run.series, settings.context_length)
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(pyfunc.__file__),
+        artifacts={
+            PREDICTOR_ARTIFACT: str(run.model.predictor.path),
+            METADATA_ARTIFACT: str(meta_path),
+        },
+        signature=infer_signature(example, run.model.forecast(example)),
+        input_example=example,
+        # Explicit: inferring requirements would load the model in a subprocess.
+        pip_requirements=requirements(),
+        metadata={"iot_mlops": {k: run.meta.to_dict()[k] for k in _MLFLOW_METADATA}},
+    )
+
+
+def _version_tags(run: TrainedRun) -> dict[str, str]:
+    from iot_mlops.lifecycle import registry
+
     tags = {
-        f"{registry.METRIC_TAG_PREFIX}{k}": f"{metrics[k]:.6g}"
+        f"{registry.METRIC_TAG_PREFIX}{k}": f"{run.metrics[k]:.6g}"
         for k in registry.VERSION_METRICS
-        if k in metrics and math.isfinite(metrics[k])
+        if k in run.metrics and math.isfinite(run.metrics[k])
     }
-    tags.update(best_model=meta.best_model, freq=meta.freq, data_hash=params["data_hash"])
-    registry.set_version_tags(settings, version, tags)
-    return run.info.run_id, version
+    tags.update(
+        best_model=run.meta.best_model, freq=run.meta.freq, data_hash=run.params["data_hash"]
+    )
+    return tags
 
 
 # The metadata fields shown in MLflow's model metadata (MLmodel).

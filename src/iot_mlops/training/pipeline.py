@@ -34,7 +34,7 @@ from iot_mlops.progress import Reporter
 from iot_mlops.scoring.calibrate import Calibration
 from iot_mlops.training.calibrate import evaluate_holdout
 from iot_mlops.training.fit import fit_predictor, parse_models
-from iot_mlops.training.log import log_and_register
+from iot_mlops.training.log import TrainedRun, log_and_register
 from iot_mlops.training.split import SplitSeries, data_hash, fit_frame, read_parquet, split_series
 
 __all__ = ["TrainResult", "train"]
@@ -104,9 +104,8 @@ def train(
         model.metadata = meta.to_dict()
         params = _params(settings, td, models, fitted.best, meta)
         with rep.phase("log the run and register the model"):
-            run_id, version = log_and_register(
-                settings, model, meta, params, metrics, fitted.leaderboard, td.series, ev, workdir
-            )
+            run = TrainedRun(model, meta, params, metrics, fitted.leaderboard, td.series, ev)
+            run_id, version = log_and_register(settings, run, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     result = TrainResult(
