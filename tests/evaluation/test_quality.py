@@ -22,6 +22,7 @@ from iot_mlops.evaluation.scores import (
     scaled_sigmoid,
     window_score,
 )
+from iot_mlops.evaluation.sweep import crossings
 
 pytestmark = pytest.mark.unit
 
@@ -312,3 +313,47 @@ def test_score_corpus_accepts_datetime_columns() -> None:
     df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True)
     rep = score_corpus({"a.csv": df}, {"a.csv": WINDOWS}, probation=0.0)
     assert rep.scores["reward_low_fp"] == pytest.approx(100.0)
+
+
+# --------------------------------------------------------------------------------------------
+# The best threshold over the scores
+# --------------------------------------------------------------------------------------------
+
+
+def scored_frame(scores: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"timestamp": TS, "is_anomaly": np.zeros(N, dtype=bool), "anomaly_score": scores}
+    )
+
+
+def test_crossings_are_one_detection_per_excursion() -> None:
+    s = np.array([0.1, 0.7, 0.8, 0.2, np.nan, 0.9, 0.9])
+    assert crossings(s, 0.5).tolist() == [False, True, False, False, False, True, False]
+
+
+def test_scores_that_rank_reach_the_perfect_score_at_the_best_threshold() -> None:
+    """The detector fired nowhere (its own score is 0), but its scores peak at each window's
+    first row over a noisy background: a threshold between them is perfect."""
+    rng = np.random.default_rng(1)
+    s = rng.uniform(0.0, 0.4, N)
+    s[[300, 600]] = 0.95
+    rep = score_corpus({"a.csv": scored_frame(s)}, {"a.csv": WINDOWS}, probation=0.15)
+    assert rep.scores["standard"] == pytest.approx(0.0)
+    best = rep.best_thresholds["standard"]
+    assert best.score == pytest.approx(100.0)
+    assert best.threshold is not None and 0.4 < best.threshold <= 0.95
+    d = json.loads(json.dumps(rep.to_dict()))
+    assert d["best_threshold"]["standard"]["score"] == pytest.approx(100.0)
+    console = Console(record=True, width=140)
+    rep.render(console)
+    assert "at the best threshold" in console.export_text()
+
+
+def test_scores_that_do_not_rank_are_best_never_fired() -> None:
+    """Peaks only outside the windows: every threshold that fires costs, so never firing is
+    the best (threshold None, score 0)."""
+    s = np.full(N, 0.1)
+    s[[200, 500, 800, 900]] = 0.9
+    rep = score_corpus({"a.csv": scored_frame(s)}, {"a.csv": WINDOWS}, probation=0.15)
+    best = rep.best_thresholds["standard"]
+    assert best.threshold is None and best.score == pytest.approx(0.0)

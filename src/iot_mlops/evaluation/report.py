@@ -92,6 +92,10 @@ def mlflow_metrics(report: ScoreReport, timing: dict[str, float]) -> dict[str, f
     for prof, v in report.scores.items():
         if v is not None:
             m[f"nab_{prof}"] = float(v)
+    for prof, b in report.best_thresholds.items():
+        if b.score is not None:
+            m[f"nab_{prof}_best"] = float(b.score)
+            m[f"nab_{prof}_best_threshold"] = -1.0 if b.threshold is None else b.threshold
     for view, met in (("point", report.point), ("event", report.event)):
         for k in ("precision", "recall", "f1"):
             m[f"{view}_{k}"] = float(getattr(met, k))

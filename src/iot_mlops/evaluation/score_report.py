@@ -35,6 +35,7 @@ from iot_mlops.evaluation.scores import (
     _sorted_windows,
 )
 from iot_mlops.evaluation.skab import ChangepointScore, Outliers, changepoint_score, outliers
+from iot_mlops.evaluation.sweep import BestThreshold, ThresholdSweep
 from iot_mlops.evaluation.windows import WindowLike
 from iot_mlops.training.metrics import ratio
 
@@ -122,6 +123,16 @@ class ScoreReport:
     unlabelled_files: list[str] = field(default_factory=list)
     train_rows: int | None = None  # fixed training rows per file (instead of the share)
     top: TopScore = field(default_factory=TopScore)
+    sweep: ThresholdSweep | None = None  # files with scores, for the best threshold
+    _best: dict[str, BestThreshold] | None = field(default=None, repr=False)
+
+    @property
+    def best_thresholds(self) -> dict[str, BestThreshold]:
+        """Per profile, the corpus score at the best threshold over ``anomaly_score``."""
+        if self._best is None:
+            sweep = self.sweep or ThresholdSweep(self.profiles)
+            self._best = sweep.best()
+        return self._best
 
     def _normalised(self, attr: str) -> dict[str, float | None]:
         out: dict[str, float | None] = {}
@@ -166,6 +177,7 @@ class ScoreReport:
             "probation": self.probation,
             "train_rows": self.train_rows,
             "scores": self.scores,
+            "best_threshold": {p: b.to_dict() for p, b in self.best_thresholds.items()},
             "point": self.point.to_dict(),
             "event": self.event.to_dict(),
             "skab": {
@@ -212,10 +224,13 @@ class ScoreReport:
         t = Table(title="Window score (NAB-style, 0 = never fires, 100 = perfect)")
         t.add_column("profile")
         t.add_column("score (onsets)", justify="right")
+        t.add_column("at the best threshold", justify="right")
         t.add_column("changepoint score (SKAB)", justify="right")
-        cps = self.changepoint_scores
+        cps, best = self.changepoint_scores, self.best_thresholds
         for p, s in self.scores.items():
-            t.add_row(p, _fmt(s), _fmt(cps[p]))
+            b = best[p]
+            at = "never fire" if b.threshold is None else f"{b.threshold:.4g}"
+            t.add_row(p, _fmt(s), f"{_fmt(b.score)} ({at})", _fmt(cps[p]))
         return t
 
     def _metrics_table(self) -> Table:
@@ -323,7 +338,7 @@ def score_corpus(
         raise ConfigError(
             f"labels name {len(missing)} file(s) with no result: {', '.join(missing[:5])}"
         )
-    report = ScoreReport(profs, probation, train_rows=train_rows)
+    report = ScoreReport(profs, probation, train_rows=train_rows, sweep=ThresholdSweep(profs))
     for rel in sorted(results):
         if rel not in labels:
             report.unlabelled_files.append(rel)
@@ -360,7 +375,10 @@ def _score_file(
         changepoints=changepoint_score(ts.view(np.int64), changes, wins, prob_rows, profs, cps),
     )
     if "anomaly_score" in df:
-        report.top.add(df["anomaly_score"].to_numpy(dtype=np.float64)[p.scored])
+        scores = df["anomaly_score"].to_numpy(dtype=np.float64, na_value=np.nan)
+        report.top.add(scores[p.scored])
+        if report.sweep is not None:
+            report.sweep.add(p, scores)
     for w in p.scorable:
         kind = getattr(wins[w], "kind", None) or "unknown"
         ks = report.kinds.setdefault(kind, KindStats())
