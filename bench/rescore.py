@@ -195,7 +195,8 @@ def row(name: str, rep: Any) -> str:
         f"| {name} | {fmt(sc['standard'])} | {fmt(sc['reward_low_fp'])} | "
         f"{fmt(sc['reward_low_fn'])} | {ev.precision:.3f} / {ev.recall:.3f} | "
         f"{o.f1:.3f} / {100 * o.far:.1f} % | "
-        f"{fmt(cp.get('standard'))} | {sum(f.flagged for f in rep.files.values())} |"
+        f"{fmt(cp.get('standard'))} | {sum(f.flagged for f in rep.files.values())} | "
+        f"{fmt(rep.best_thresholds['standard'].score)} |"
     )
 
 
@@ -220,7 +221,7 @@ def main() -> None:
     print(f"{sum(x.n for x in series):,} rows; calibrated threshold {cal.threshold:.3f}")
     print(
         "| variant | standard | low FP | low FN | event P / R | SKAB F1 / FAR | changepoint "
-        "| onsets |\n|---|---:|---:|---:|---|---|---:|---:|"
+        "| onsets | standard at the best threshold |\n|---|---:|---:|---:|---|---|---:|---:|---:|"
     )
     for name in a.variant or list(VARIANTS):
         v = VARIANTS[name] if name in VARIANTS else _custom(name)

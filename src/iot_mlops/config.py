@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     holdout_fraction: float = Field(0.2, gt=0, lt=0.9)
     # Calibrated so that clean holdout data raises this share of false alarms.
     target_false_alarm_rate: float = Field(0.002, gt=0, lt=0.5)
+    # Fit, per horizon step, how wide the model's interval is against its clean errors and
+    # measure deviations in the corrected interval (scoring/calibrate.py ``step_scale``).
+    calibrate_step_scale: bool = True
 
     # --- detector ----------------------------------------------------------------------------
     min_history: int = Field(32, ge=1)  # points before a series is scored ("warming up")

@@ -193,3 +193,21 @@ def test_a_model_swap_keeps_every_series_calibrated_history() -> None:
     out = eng.process([reading("a", 300, 10.0)])
     assert out[0].outcome is Outcome.SCORED and out[0].scored is not None
     assert out[0].scored.model_version == "8" and not out[0].scored.onset
+
+
+def test_the_calibrated_step_scale_sets_each_steps_interval() -> None:
+    """A reading 1.5 off the forecast: inside a step whose interval the calibration widens
+    (x2), outside one it narrows (x0.5); the deviation is in the scaled interval."""
+
+    class Scaled(LastValueModel):
+        calibration = Calibration(threshold=1.0, step_scale=(2.0, 0.5))
+
+    eng = Engine(Scaled(), min_history=3)
+    rs = [reading("a", i, 10.0) for i in range(4)] + [reading("a", 4, 11.5), reading("a", 5, 11.5)]
+    out = eng.process(rs)
+    first, second = out[4].scored, out[5].scored
+    assert first is not None and second is not None
+    assert (first.horizon_step, second.horizon_step) == (0, 1)
+    assert (first.lower, first.upper) == (8.0, 12.0)
+    assert (second.lower, second.upper) == (9.5, 10.5)
+    assert first.deviation == pytest.approx(0.75) and second.deviation == pytest.approx(3.0)

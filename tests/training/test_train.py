@@ -16,6 +16,7 @@ from series_helpers import synthetic_readings
 
 from iot_mlops.config import Settings
 from iot_mlops.kafka.stack import free_port
+from iot_mlops.scoring.calibrate import Calibration
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +111,12 @@ def test_model_registered_promoted_with_signature_and_calibration(
     )
     assert stored == run_cal
     assert stored["threshold"] == pytest.approx(trained["runs"][0].data.metrics["threshold"])
+    # One interval factor per horizon step, fitted on the clean holdout replay, and loaded back
+    # as the detector reads it.
+    scale = stored["step_scale"]
+    assert len(scale) == s.prediction_length and all(0 < k < 10 for k in scale)
+    assert Calibration.from_dict(stored).step_scale == tuple(scale)
+    assert trained["runs"][0].data.metrics["step_scale_first"] == pytest.approx(scale[0])
 
 
 # --- bad input (no services needed) ------------------------------------------------------------

@@ -356,6 +356,10 @@ class Engine:
         median, lower, upper = (
             fc.median, fc.quantile(cal.lower_quantile), fc.quantile(cal.upper_quantile)
         )  # fmt: skip
+        if cal.step_scale:
+            # The calibrated interval: each horizon step's half-widths times its factor.
+            k = np.asarray(cal.scale_at(fc.horizon))
+            lower, upper = median - (median - lower) * k, median + (upper - median) * k
         block = self.horizon * self.step_ms
         version = self.version
         for i, key in enumerate(keys):

@@ -72,6 +72,7 @@ class Scored:
     fired: tuple[str, ...] = ()
     episode: EpisodeSummary | None = None  # on an open or a close
     hold_log_p: float | None = None  # in an episode: the evidence against the pre-onset level
+    horizon_step: int = 0  # the forecast step the reading was scored against (0 = one ahead)
 
     @property
     def onset(self) -> bool:
@@ -197,6 +198,7 @@ class SeriesState:
             ev.fired,
             summarise(self.episode, self.key, change, grid_ms),
             hold,
+            i,
         )
 
     def _track_outliers(

@@ -23,7 +23,7 @@ from iot_mlops.errors import ModelError
 from iot_mlops.model.forecaster import Forecaster
 from iot_mlops.model.pyfunc import ForecastModel
 from iot_mlops.progress import Reporter
-from iot_mlops.scoring.calibrate import Calibration, calibrate
+from iot_mlops.scoring.calibrate import Calibration, calibrate, fit_step_scale
 from iot_mlops.scoring.rules import engine_options
 from iot_mlops.training.backtest import MAX_BACKTEST_WINDOWS, Backtest, backtest, windows
 from iot_mlops.training.metrics import confusion, mase_scale, wql
@@ -117,10 +117,20 @@ def _fit_threshold(
     levels: list[float],
     metrics: dict[str, float],
 ) -> Calibration:
-    devs = np.concatenate([cal_run.deviation[r.key][cal_run.scored[r.key]] for r in rseries])
+    keys = [r.key for r in rseries]
+    devs = np.concatenate([cal_run.deviation[k][cal_run.scored[k]] for k in keys])
     if not len(devs):
         raise ModelError("no clean holdout points to evaluate and calibrate on")
-    calibration = calibrate(devs.tolist(), settings.target_false_alarm_rate, levels[0], levels[-1])
+    scale: tuple[float, ...] = ()
+    if settings.calibrate_step_scale:
+        steps = np.concatenate([cal_run.horizon_step[k][cal_run.scored[k]] for k in keys])
+        scale = fit_step_scale(devs, steps, settings.prediction_length)
+        if scale:
+            devs = devs / np.asarray(scale)[steps]
+            metrics["step_scale_first"] = scale[0]
+            metrics["step_scale_max_ratio"] = max(scale) / min(scale)
+    rate = settings.target_false_alarm_rate
+    calibration = calibrate(devs.tolist(), rate, levels[0], levels[-1], scale)
     metrics.update(
         threshold=calibration.threshold,
         calibration_points=float(len(devs)),

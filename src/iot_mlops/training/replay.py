@@ -7,7 +7,7 @@ included.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -49,6 +49,7 @@ class ReplayResult:
     score: dict[str, np.ndarray]
     alarm: dict[str, np.ndarray]
     model_calls: int
+    horizon_step: dict[str, np.ndarray] = field(default_factory=dict)  # -1 where not scored
 
 
 class _Counting:
@@ -108,6 +109,7 @@ def replay(
             out.deviation[k][i] = sc.deviation
             out.score[k][i] = sc.score
             out.alarm[k][i] = sc.alarm
+            out.horizon_step[k][i] = sc.horizon_step
         if on_block is not None:
             on_block()
     out.model_calls = wrapped.calls
@@ -127,6 +129,7 @@ def _prime(
         out.deviation[s.key] = np.full(n, np.nan)
         out.score[s.key] = np.full(n, np.nan)
         out.alarm[s.key] = np.zeros(n, dtype=bool)
+        out.horizon_step[s.key] = np.full(n, -1, dtype=np.int64)
         ctx = s.values[: s.start].astype(np.float64).copy()
         ctx[s.labels[: s.start]] = np.nan  # the detector would not have learnt from these
         lo = max(0, s.start - eng.model.context_length)
