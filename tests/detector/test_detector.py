@@ -300,6 +300,46 @@ def test_two_detectors_split_partitions_and_one_takes_over(
     assert keys and len(keys) == len(set(keys))
 
 
+def test_a_named_replica_restarts_without_moving_the_others_partitions(
+    det_settings: Settings, production_model: ProductionModel
+) -> None:
+    """Named replicas are static group members: one that stops and comes back within the
+    session timeout gets its own partitions back, and the other replica's assignment never
+    changes (an unnamed one leaves the group on close, so the other takes its partitions and
+    gives them back: two rebalances)."""
+    produce_frame(det_settings, live_frame(production_model, -200, 60))
+    named = det_settings.model_copy(update={"session_timeout_ms": 45_000})
+    a_settings = named.model_copy(update={"instance_id": "a", "metrics_port": free_port()})
+    b = RunningDetector(named.model_copy(update={"instance_id": "b", "metrics_port": free_port()}))
+    a = RunningDetector(a_settings)
+    try:
+        wait_until(
+            lambda: a.detector.assigned and b.detector.assigned
+            and len(a.detector.assigned | b.detector.assigned) == 3,
+            120, "both detectors assigned",
+        )  # fmt: skip
+        a_held, b_held = set(a.detector.assigned), set(b.detector.assigned)
+        b_changes = (
+            b.metric("iot_partition_changes_total", change="assigned"),
+            b.metric("iot_partition_changes_total", change="revoked"),
+        )
+        a.stop()
+        a = RunningDetector(a_settings.model_copy(update={"metrics_port": free_port()}))
+        wait_until(lambda: a.detector.assigned == a_held, 120, "a back with its partitions")
+        produce_frame(det_settings, live_frame(production_model, -140, 60))
+        wait_until(lambda: caught_up(det_settings), 300, "the rest scored")
+        assert b.detector.assigned == b_held
+        assert (
+            b.metric("iot_partition_changes_total", change="assigned"),
+            b.metric("iot_partition_changes_total", change="revoked"),
+        ) == b_changes
+    finally:
+        a.stop()
+        b.stop()
+    keys = [key_of(e) for e in anomalies(det_settings)]
+    assert len(keys) == len(set(keys))
+
+
 def _produce_timed(s: Settings, df) -> None:
     """The frame's readings to partition 0 (one log clock for the whole fleet), each with
     its reading time as the record timestamp: the log's clock advances as a live fleet's."""

@@ -137,6 +137,12 @@ class DetectorMetrics:
             "Series held that have not reported for IOT_MLOPS_SILENT_AFTER_S of log time",
             registry=r,
         )
+        self.partition_changes = Counter(
+            "iot_partition_changes",
+            "Input partitions assigned to or revoked from this replica (rebalances)",
+            ("change",),
+            registry=r,
+        )
         self.series_expired = Counter(
             "iot_series_expired",
             "Series whose state was dropped after IOT_MLOPS_EXPIRE_AFTER_S without a reading",

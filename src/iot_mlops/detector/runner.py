@@ -35,7 +35,7 @@ from iot_mlops.detector.batch import (
     process_batch,
 )
 from iot_mlops.detector.metrics import DetectorMetrics
-from iot_mlops.detector.transaction import Transactions
+from iot_mlops.detector.transaction import Transactions, replica_name
 from iot_mlops.detector.watcher import (
     Loader,
     ModelWatcher,
@@ -120,9 +120,12 @@ class Detector:
 
     def _new_consumer(self) -> Consumer:
         s = self.settings
+        name = replica_name(s)
         return clients.consumer(
             s,
             s.consumer_group,
+            # A named replica is a static member: its restart does not rebalance the group.
+            **({"group.instance.id": name} if name else {}),
             **{
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
@@ -131,7 +134,7 @@ class Detector:
                 "enable.partition.eof": False,
                 # Rebuilding state on assignment replays the log through the model.
                 "max.poll.interval.ms": 600_000,
-                "session.timeout.ms": 10_000,
+                "session.timeout.ms": s.session_timeout_ms,
                 "heartbeat.interval.ms": 2_000,
                 "error_cb": clients.log_kafka_error,
             },
@@ -216,6 +219,7 @@ class Detector:
         if not partitions:
             return
         log.info("assigned %s", _partition_list(partitions))
+        self.metrics.partition_changes.labels("assigned").inc(len(partitions))
         committed = consumer.committed(partitions, timeout=30)
         # A partition lost without a revoke (e.g. the session expired while the broker was
         # away) may still hold state that ran past its committed offset: start it from the log.
@@ -228,6 +232,7 @@ class Detector:
         if not partitions:
             return
         log.info("revoked %s", _partition_list(partitions))
+        self.metrics.partition_changes.labels("revoked").inc(len(partitions))
         for tp in partitions:
             key = (tp.topic, tp.partition)
             self.assigned.discard(key)

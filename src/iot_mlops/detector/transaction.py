@@ -47,14 +47,17 @@ OnRewind = Callable[[list[TopicPartition]], None]
 OnDelivery = Callable[[KafkaError | None, Message], None]
 
 
+def replica_name(settings: Settings) -> str:
+    """This replica's name (``instance_id``, or its host name when asked); "" = unnamed."""
+    if settings.instance_id or not settings.instance_id_from_hostname:
+        return settings.instance_id
+    return re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:200]
+
+
 def transactional_id(settings: Settings) -> str:
     """This replica's transactional.id: stable across its restarts when it is named
     (``instance_id``), so a new producer fences the last one's open transaction."""
-    s = settings
-    name = s.instance_id
-    if not name and s.instance_id_from_hostname:
-        name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:200]
-    return f"{s.consumer_group}-{name or uuid.uuid4().hex[:12]}"
+    return f"{settings.consumer_group}-{replica_name(settings) or uuid.uuid4().hex[:12]}"
 
 
 def new_producer(
