@@ -301,8 +301,10 @@ KAFKA = (
     Spec(
         "timeseries", "Readings/s by outcome",
         (Query(_range("iot_readings_total", DT, "outcome"), "{{outcome}}"),
-         Query(_range("iot_transactions_total", by="result"), "transactions {{result}}")),
-        (8, 8), "scored, warming_up, late, duplicate; and Kafka transactions by result.",
+         Query(_range("iot_transactions_total", by="result"), "transactions {{result}}"),
+         Query(_range("iot_partition_changes_total", by="change"), "partitions {{change}}")),
+        (8, 8), "scored, warming_up, late, duplicate; Kafka transactions by result; input "
+        "partitions assigned / revoked (a rebalance; none when a named replica restarts).",
         unit=units.RequestsPerSecond,
     ),
 )  # fmt: skip
