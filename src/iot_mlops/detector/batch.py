@@ -12,6 +12,7 @@ import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -113,7 +114,9 @@ class MetricDeltas:
     true_positives: Tally[tuple[str, str]] = field(default_factory=Tally)
     false_positives: Tally[tuple[str, str]] = field(default_factory=Tally)
     false_negatives: Tally[tuple[str, str]] = field(default_factory=Tally)
-    series: list[SeriesGauge] = field(default_factory=list)
+    # The latest gauge values per series id (first-seen order): only the last reading of a
+    # series in a batch is shown, so setting five gauges once per reading would be waste.
+    series: dict[str, SeriesGauge] = field(default_factory=dict)
     outcomes: Tally[tuple[str, str, str]] = field(default_factory=Tally)
     anomalies: Tally[tuple[str, str]] = field(default_factory=Tally)
     episode_events: Tally[tuple[str, str]] = field(default_factory=Tally)  # (level, event)
@@ -187,6 +190,7 @@ def _decode(
 ) -> _Decoded:
     decoded = _Decoded()
     stale = 0
+    bounds = event_time_bounds_ms(settings)
     for msg in messages:
         key = (msg.topic, msg.partition)
         if key not in owned:
@@ -200,7 +204,7 @@ def _decode(
         out.deltas.stamps_ms.append(msg.timestamp_ms)
         try:
             r = decode_reading(msg.value, settings.max_message_bytes)
-            check_event_time(r, msg.timestamp_ms, *event_time_bounds_ms(settings))
+            check_event_time(r, msg.timestamp_ms, *bounds)
         except ReadingError as e:
             dl = DeadLetter.of(msg, e, settings)
             out.dead_letters.append(dl)
@@ -253,7 +257,7 @@ def _count(results: list[Result], out: BatchOutput) -> None:
             r.series_id, r.device_id, r.metric_name, r.metric_value,
             sc.predicted, sc.lower, sc.upper, sc.score,
         )  # fmt: skip
-        d.series.append(gauge)
+        d.series[r.series_id] = gauge
         if sc.alarm:
             d.anomalies[series] += 1
 
@@ -283,7 +287,7 @@ class SeriesGauges:
 
 def apply_observed(d: MetricDeltas, m: DetectorMetrics, gauges: SeriesGauges) -> None:
     """Before the commit: the latest-value gauges only (setting them again is harmless)."""
-    for g in d.series:
+    for g in d.series.values():
         gauges.set(g)
 
 
@@ -292,8 +296,15 @@ def apply_committed(d: MetricDeltas, m: DetectorMetrics, done_ms: float) -> None
     # Readings first: they decide which label values are kept and count the folded ones.
     for (dtype, metric, outcome), n in d.outcomes.items():
         m.readings.labels(*m.series_labels(dtype, metric, readings=n), outcome).inc(n)
+    children: dict[tuple[str, str], Any] = {}
     for dtype, metric, score in d.scores:
-        m.anomaly_score.labels(*m.series_labels(dtype, metric)).observe(score)
+        # One label lookup per (type, metric) and batch, not per reading.
+        child = children.get((dtype, metric))
+        if child is None:
+            child = children[(dtype, metric)] = m.anomaly_score.labels(
+                *m.series_labels(dtype, metric)
+            )
+        child.observe(score)
     for tally, counter in (
         (d.true_positives, m.true_positives),
         (d.false_positives, m.false_positives),
