@@ -67,6 +67,7 @@ def test_train_logs_one_run_with_params_and_metrics(trained: dict[str, Any]) -> 
     assert metrics["recall"] >= 0.8 and metrics["precision"] >= 0.5
     # The summary table is printed.
     assert "holdout MASE" in trained["output"]
+    assert "interval scale, first / last step" in trained["output"]
 
 
 @slow_integration

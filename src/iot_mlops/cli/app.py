@@ -348,6 +348,9 @@ def _train_table(s: Settings, r: Any) -> Table:
         ("interval coverage", f"{m['coverage']:.3f}"),
         ("threshold (deviation)", f"{r.calibration.threshold:.3f}"),
     ]
+    if r.calibration.step_scale:
+        k = r.calibration.step_scale
+        rows.append(("interval scale, first / last step", f"{k[0]:.2f} / {k[-1]:.2f}"))
     if "f1" in m:
         rows.append(
             ("precision / recall / F1", f"{m['precision']:.3f} / {m['recall']:.3f} / {m['f1']:.3f}")
