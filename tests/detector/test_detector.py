@@ -303,12 +303,14 @@ def test_two_detectors_split_partitions_and_one_takes_over(
 def test_a_named_replica_restarts_without_moving_the_others_partitions(
     det_settings: Settings, production_model: ProductionModel
 ) -> None:
-    """Named replicas are static group members: one that stops and comes back within the
+    """Named replicas with static membership on: one that stops and comes back within the
     session timeout gets its own partitions back, and the other replica's assignment never
     changes (an unnamed one leaves the group on close, so the other takes its partitions and
     gives them back: two rebalances)."""
     produce_frame(det_settings, live_frame(production_model, -200, 60))
-    named = det_settings.model_copy(update={"session_timeout_ms": 45_000})
+    named = det_settings.model_copy(
+        update={"session_timeout_ms": 45_000, "static_membership": True}
+    )
     a_settings = named.model_copy(update={"instance_id": "a", "metrics_port": free_port()})
     b = RunningDetector(named.model_copy(update={"instance_id": "b", "metrics_port": free_port()}))
     a = RunningDetector(a_settings)

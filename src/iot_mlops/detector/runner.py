@@ -120,7 +120,7 @@ class Detector:
 
     def _new_consumer(self) -> Consumer:
         s = self.settings
-        name = replica_name(s)
+        name = replica_name(s) if s.static_membership else ""
         return clients.consumer(
             s,
             s.consumer_group,
