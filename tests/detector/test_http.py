@@ -43,6 +43,41 @@ def test_each_probe_answers_from_its_own_state() -> None:
         server.shutdown()
 
 
+@pytest.mark.unit
+def test_a_probe_that_hangs_up_before_its_answer_leaves_no_traceback(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """A slow answer to a client that already reset the connection: the write fails with a
+    connection error, which is the client's doing, so nothing is printed (it was a
+    BrokenPipeError traceback in the detector's log)."""
+    import socket
+    import struct
+
+    answered = []
+
+    def slow_health() -> dict[str, object]:
+        time.sleep(0.5)  # the client is gone by now
+        answered.append(True)
+        return {"live": True, "ready": True}
+
+    port = free_port()
+    server = serve("127.0.0.1", port, CollectorRegistry(), slow_health)
+    try:
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.1)
+        # SO_LINGER 0: close with a reset, as a probe's timeout does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+        wait_until(lambda: bool(answered), 10, "the answer attempted")
+        time.sleep(0.3)
+        assert httpx.get(f"http://127.0.0.1:{port}/livez", timeout=5).status_code == 200
+    finally:
+        server.shutdown()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err, err
+
+
 @pytest.mark.integration
 def test_a_detector_waiting_for_its_model_is_alive_not_ready(
     settings: Settings, tmp_path: Path

@@ -11,12 +11,27 @@ Each answers with the same JSON state (live, ready, model, partitions).
 
 from __future__ import annotations
 
+import logging
+import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+log = logging.getLogger(__name__)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A probe that timed out and hung up before its answer is not the detector's error:
+        # the default would print a traceback into the detector's log.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        log.exception("HTTP request from %s failed", client_address)
 
 
 def serve(
@@ -43,7 +58,6 @@ def serve(
         def log_message(self, format: str, *args: object) -> None:
             pass  # scrapes every few seconds would drown the log
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
+    server = _Server((host, port), Handler)
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     return server
