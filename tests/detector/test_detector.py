@@ -274,6 +274,15 @@ def test_new_version_is_hot_swapped_without_restart(
     assert len(keys) == len(set(keys))
 
 
+def _wait_split(a: RunningDetector, b: RunningDetector) -> None:
+    """Until the two detectors hold every partition of the input between them."""
+    wait_until(
+        lambda: a.detector.assigned and b.detector.assigned
+        and len(a.detector.assigned | b.detector.assigned) == 3,
+        120, "both detectors assigned",
+    )  # fmt: skip
+
+
 def test_two_detectors_split_partitions_and_one_takes_over(
     det_settings: Settings, production_model: ProductionModel
 ) -> None:
@@ -281,11 +290,7 @@ def test_two_detectors_split_partitions_and_one_takes_over(
     a = RunningDetector(det_settings.model_copy(update={"metrics_port": free_port()}))
     b = RunningDetector(det_settings.model_copy(update={"metrics_port": free_port()}))
     try:
-        wait_until(
-            lambda: a.detector.assigned and b.detector.assigned
-            and len(a.detector.assigned | b.detector.assigned) == 3,
-            120, "both detectors assigned",
-        )  # fmt: skip
+        _wait_split(a, b)
         assert not a.detector.assigned & b.detector.assigned
         wait_until(lambda: caught_up(det_settings), 300, "first part scored")
         b.stop()
@@ -315,11 +320,7 @@ def test_a_named_replica_restarts_without_moving_the_others_partitions(
     b = RunningDetector(named.model_copy(update={"instance_id": "b", "metrics_port": free_port()}))
     a = RunningDetector(a_settings)
     try:
-        wait_until(
-            lambda: a.detector.assigned and b.detector.assigned
-            and len(a.detector.assigned | b.detector.assigned) == 3,
-            120, "both detectors assigned",
-        )  # fmt: skip
+        _wait_split(a, b)
         a_held, b_held = set(a.detector.assigned), set(b.detector.assigned)
         b_changes = (
             b.metric("iot_partition_changes_total", change="assigned"),
