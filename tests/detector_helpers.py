@@ -184,3 +184,28 @@ def detector_process(s: Settings, log: Path, **extra_env: str) -> subprocess.Pop
     return subprocess.Popen(
         [str(exe), "detect"], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT
     )
+
+
+def register_copy(settings: Settings, version: str, digest: bool = True) -> str:
+    """Register the artifacts of ``version`` again as a new version, tagged with their digest
+    as `train` tags its versions (unless not ``digest``): a promotion that loads fine.
+    (register_model, not create_model_version: MLflow 3 wants the logged model's id with a
+    models:/ source.)"""
+    import mlflow
+
+    from iot_mlops.lifecycle.registry import record_integrity
+
+    uri = settings.mlflow_tracking_uri
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    source = client.get_model_version(settings.model_name, version).source
+    saved = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        new = str(mlflow.register_model(source, settings.model_name).version)
+    finally:
+        mlflow.set_tracking_uri(saved[0])
+        mlflow.set_registry_uri(saved[1])
+    if digest:
+        record_integrity(settings, new)
+    return new

@@ -9,9 +9,9 @@ keep their ecosystem names (``KAFKA_BOOTSTRAP_SERVERS``, ``MLFLOW_TRACKING_URI``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from iot_mlops.scoring.names import CHANNELS
@@ -69,6 +69,16 @@ class Settings(BaseSettings):
     # producer is live, to dead-letter readings of a clock that jumped backwards.
     event_time_max_behind_s: float = Field(0.0, ge=0)
 
+    # Kafka security (docs/security.md). The named settings cover what `stack up --secure`
+    # and the Compose file use: SASL (SCRAM) over TLS, checked against a CA file; anything
+    # else goes in kafka_client_config, which wins over them.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
+    # The CA certificate (PEM) that signed the brokers' certificates; empty: the system's.
+    kafka_ssl_ca_location: str = ""
+
     # --- MLflow ------------------------------------------------------------------------------
     mlflow_tracking_uri: str = Field(
         "http://127.0.0.1:5000",
@@ -76,9 +86,38 @@ class Settings(BaseSettings):
             "MLFLOW_TRACKING_URI", "IOT_MLOPS_MLFLOW_TRACKING_URI", "mlflow_tracking_uri"
         ),
     )
+    # MLflow's basic-auth credentials and the CA of an https tracking server, under MLflow's
+    # own variable names (its client reads them; these fields carry them from CLI and tests).
+    mlflow_tracking_username: str = Field(
+        "",
+        validation_alias=AliasChoices(
+            "MLFLOW_TRACKING_USERNAME", "IOT_MLOPS_MLFLOW_TRACKING_USERNAME",
+            "mlflow_tracking_username",
+        ),
+    )  # fmt: skip
+    mlflow_tracking_password: SecretStr = Field(
+        SecretStr(""),
+        validation_alias=AliasChoices(
+            "MLFLOW_TRACKING_PASSWORD", "IOT_MLOPS_MLFLOW_TRACKING_PASSWORD",
+            "mlflow_tracking_password",
+        ),
+    )  # fmt: skip
+    mlflow_tracking_server_cert_path: str = Field(
+        "",
+        validation_alias=AliasChoices(
+            "MLFLOW_TRACKING_SERVER_CERT_PATH", "IOT_MLOPS_MLFLOW_TRACKING_SERVER_CERT_PATH",
+            "mlflow_tracking_server_cert_path",
+        ),
+    )  # fmt: skip
     experiment_name: str = "IoT Anomaly Detection"
     model_name: str = "AutoGluonIoTAnomalyDetector"
     model_alias: str = "production"
+    # Model integrity (lifecycle/integrity.py): `train` tags each version with the SHA-256 of
+    # its artifact files, and with an HMAC of it when a signing key is set; the detector checks
+    # before it unpickles anything. With a key set, a version without a valid HMAC is refused.
+    model_signing_key: SecretStr = SecretStr("")
+    # Refuse versions that carry no digest (registered by hand or by an older iot-mlops).
+    model_require_digest: bool = True
 
     # --- embedded stack ----------------------------------------------------------------------
     state_dir: Path = Path(".iot-mlops")
@@ -241,4 +280,30 @@ class Settings(BaseSettings):
 
     def kafka_common(self) -> dict[str, Any]:
         """librdkafka properties shared by every client we create."""
-        return {"bootstrap.servers": self.kafka_bootstrap_servers, **self.kafka_client_config}
+        return {
+            "bootstrap.servers": self.kafka_bootstrap_servers,
+            **self.kafka_security(),
+            **self.kafka_client_config,
+        }
+
+    def kafka_security(self) -> dict[str, str]:
+        """The librdkafka properties of the named security settings (none for PLAINTEXT)."""
+        proto = self.kafka_security_protocol
+        out: dict[str, str] = {} if proto == "PLAINTEXT" else {"security.protocol": proto}
+        if proto.startswith("SASL"):
+            out["sasl.mechanism"] = self.kafka_sasl_mechanism
+            out["sasl.username"] = self.kafka_sasl_username
+            out["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        if proto.endswith("SSL") and self.kafka_ssl_ca_location:
+            out["ssl.ca.location"] = self.kafka_ssl_ca_location
+        return out
+
+    def mlflow_client_env(self) -> dict[str, str]:
+        """MLflow's own environment variables for the credentials and CA set here."""
+        out = {}
+        if self.mlflow_tracking_username:
+            out["MLFLOW_TRACKING_USERNAME"] = self.mlflow_tracking_username
+            out["MLFLOW_TRACKING_PASSWORD"] = self.mlflow_tracking_password.get_secret_value()
+        if self.mlflow_tracking_server_cert_path:
+            out["MLFLOW_TRACKING_SERVER_CERT_PATH"] = self.mlflow_tracking_server_cert_path
+        return out

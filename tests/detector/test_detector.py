@@ -21,6 +21,7 @@ from detector_helpers import (
     end_offsets,
     produce_frame,
     read_all,
+    register_copy,
     wait_until,
 )
 
@@ -239,14 +240,12 @@ def test_new_version_is_hot_swapped_without_restart(
         ) == 1  # fmt: skip
         # Register the same artifacts as a new version and move the alias: a real promotion.
         client = mlflow.MlflowClient(det_settings.mlflow_tracking_uri)
-        src = client.get_model_version(det_settings.model_name, production_model.version).source
-        mlflow.set_tracking_uri(det_settings.mlflow_tracking_uri)
-        mv = mlflow.register_model(src, det_settings.model_name)
-        client.set_registered_model_alias(det_settings.model_name, "production", mv.version)
+        new_version = register_copy(det_settings, production_model.version)
+        client.set_registered_model_alias(det_settings.model_name, "production", new_version)
         try:
             wait_until(
                 lambda: det.detector.engine is not None
-                and det.detector.engine.version == str(mv.version),
+                and det.detector.engine.version == new_version,
                 120, "the new version swapped in",
             )  # fmt: skip
             second = live_frame(production_model, 100, 300)
@@ -260,7 +259,7 @@ def test_new_version_is_hot_swapped_without_restart(
         det.stop()
     assert det.metric("iot_model_reloads_total", result="success") == 2
     assert det.metric(
-        "iot_model_info", model_name=det_settings.model_name, model_version=str(mv.version),
+        "iot_model_info", model_name=det_settings.model_name, model_version=new_version,
         model_alias="production",
     ) == 1  # fmt: skip
     events = anomalies(det_settings)
@@ -269,7 +268,7 @@ def test_new_version_is_hot_swapped_without_restart(
 
     late = [e for e in events if parse_ts(e["timestamp"]) >= second_start]
     assert late, "no anomaly after the swap to check the version on"
-    assert {e["model_version"] for e in late} == {str(mv.version)}
+    assert {e["model_version"] for e in late} == {new_version}
     keys = [key_of(e) for e in events]
     assert len(keys) == len(set(keys))
 

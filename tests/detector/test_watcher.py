@@ -14,7 +14,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from detector_helpers import ProductionModel, wait_until
+from detector_helpers import ProductionModel, register_copy, wait_until
 
 from iot_mlops.config import Settings
 from iot_mlops.detector.metrics import DetectorMetrics
@@ -70,15 +70,7 @@ def test_version_that_failed_while_mlflow_restarted_is_loaded_once_it_is_back(
         }
     )
     client = mlflow.MlflowClient(tracking_uri=svc.url, registry_uri=svc.url)
-    source = client.get_model_version(s.model_name, pm.version).source
-    # A new version of the same artifacts: a promotion that loads fine. (register_model,
-    # not create_model_version: MLflow 3 wants the logged model's id with a models:/ source.)
-    saved = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
-    mlflow.set_tracking_uri(svc.url)
-    mlflow.set_registry_uri(svc.url)
-    promoted = str(mlflow.register_model(source, s.model_name).version)
-    mlflow.set_tracking_uri(saved[0])
-    mlflow.set_registry_uri(saved[1])
+    promoted = register_copy(s, pm.version)
     stopped = threading.Event()
 
     def resolve_then_stop_mlflow(settings: Settings) -> str | None:

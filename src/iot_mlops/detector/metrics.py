@@ -158,6 +158,12 @@ class DetectorMetrics:
         self.model_reloads = Counter(
             "iot_model_reloads", "Model (re)loads by result", ("result",), registry=r
         )
+        self.model_refused = Counter(
+            "iot_model_refused",
+            "Model versions refused before loading: artifacts not matching the digest or "
+            "signature recorded at registration (lifecycle/integrity.py)",
+            registry=r,
+        )
         self.registry_reachable = Gauge(
             "iot_registry_reachable", "1 when the last MLflow registry poll succeeded", registry=r
         )

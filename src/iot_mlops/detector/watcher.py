@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from iot_mlops.config import Settings
 from iot_mlops.detector.metrics import DetectorMetrics
+from iot_mlops.lifecycle.integrity import ModelIntegrityError
 from iot_mlops.scoring.engine import ForecasterLike
 
 log = logging.getLogger("iot_mlops.detector")
@@ -81,6 +82,8 @@ class ModelWatcher(threading.Thread):
         try:
             model = self.load(s, version)
         except Exception as e:
+            if isinstance(e, ModelIntegrityError):
+                self.metrics.model_refused.inc()
             self._failed(version, str(e).splitlines()[0][:300] if str(e) else type(e).__name__)
             return
         self.failed.pop(version, None)

@@ -125,7 +125,7 @@ def log_evaluation(
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from iot_mlops.lifecycle.registry import check_mlflow, get_version
+    from iot_mlops.lifecycle.registry import check_mlflow, get_version, mlflow_env
 
     check_mlflow(settings)
     timing = {
@@ -139,7 +139,10 @@ def log_evaluation(
         mlflow.set_registry_uri(settings.mlflow_tracking_uri)
         mlflow.set_experiment(settings.experiment_name)
         run_name = f"evaluate-{settings.model_name}-v{summary['model_version']}"
-        with mlflow.start_run(run_name=run_name, tags=_run_tags(settings, summary)) as run:
+        with (
+            mlflow_env(**settings.mlflow_client_env()),
+            mlflow.start_run(run_name=run_name, tags=_run_tags(settings, summary)) as run,
+        ):
             mlflow.log_params(params)
             _log_metrics(mlflow_metrics(report, timing), getattr(mv, "model_id", None))
             _attach_scores(settings, run.info.run_id, scores_path, summary)

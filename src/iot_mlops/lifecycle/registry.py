@@ -14,16 +14,19 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from iot_mlops.config import Settings
 from iot_mlops.errors import ModelError, ServiceError
+from iot_mlops.lifecycle import integrity
 
 # Lower MASE is better; F1 (where both versions have labelled holdout data) must not drop by
 # more than this, since F1 on a handful of labelled anomalies is noisy.
@@ -59,7 +62,11 @@ def check_mlflow(settings: Settings, timeout_s: float = 3.0) -> None:
     if not _is_http(uri):
         return  # a local store (file:, sqlite:) has no server to be down
     try:
-        r = httpx.get(uri.rstrip("/") + "/health", timeout=timeout_s)
+        r = httpx.get(
+            uri.rstrip("/") + "/health",
+            timeout=timeout_s,
+            verify=settings.mlflow_tracking_server_cert_path or True,
+        )
     except httpx.HTTPError as e:
         raise ServiceError(f"MLflow at {uri} is unreachable ({type(e).__name__})", _FIX) from None
     if r.status_code != 200:
@@ -96,6 +103,7 @@ def mlflow_calls(settings: Settings, retries: int = 0, timeout_s: int = 10) -> I
         with mlflow_env(
             MLFLOW_HTTP_REQUEST_MAX_RETRIES=str(retries),
             MLFLOW_HTTP_REQUEST_TIMEOUT=str(timeout_s),
+            **settings.mlflow_client_env(),
         ):
             yield mlflow.MlflowClient(
                 tracking_uri=settings.mlflow_tracking_uri,
@@ -193,13 +201,10 @@ def load_forecaster(
     else:
         get_version(settings, version)
     uri = f"models:/{settings.model_name}/{version}"
-    # Artifact downloads can be large: allow a couple of retries and a longer timeout.
+    local = download_verified(settings, str(version))
     try:
-        with mlflow_calls(settings, retries=2, timeout_s=120):
-            mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-            mlflow.set_registry_uri(settings.mlflow_tracking_uri)
-            with _LOAD_LOCK:
-                pyfunc = mlflow.pyfunc.load_model(uri)
+        with mlflow_calls(settings), _LOAD_LOCK:
+            pyfunc = mlflow.pyfunc.load_model(str(local))
     except ModelError as e:  # e.g. the pyfunc's metadata check: say which version
         raise ModelError(f"{uri} cannot be loaded: {e.message}", fix=e.fix) from None
     model = pyfunc.unwrap_python_model()
@@ -208,6 +213,47 @@ def load_forecaster(
     if model.predictor is None or not model.metadata:
         raise ModelError(f"{uri} loaded without its predictor or metadata")
     return Forecaster(model, name=settings.model_name, version=str(version)).prepare()
+
+
+def _download(settings: Settings, version: str, dst: Path | None = None) -> Path:
+    """The version's artifact files in a new local directory (MLflow's own download)."""
+    import mlflow
+
+    dst = dst or Path(tempfile.mkdtemp(prefix=f"iot-mlops-model-v{version}-"))
+    # Artifact downloads can be large: allow a couple of retries and a longer timeout.
+    with mlflow_calls(settings, retries=2, timeout_s=120):
+        mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+        mlflow.set_registry_uri(settings.mlflow_tracking_uri)
+        path = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{settings.model_name}/{version}", dst_path=str(dst)
+        )
+    return Path(path)
+
+
+def download_verified(settings: Settings, version: str) -> Path:
+    """Download a version and check its files against the digest (or HMAC) recorded at
+    registration, before anything is unpickled; a mismatch → ``ModelIntegrityError``. The
+    directory stays for the process's life: the loaded predictor reads from it."""
+    tags = dict(get_version(settings, version).tags or {})
+    path = _download(settings, version)
+    integrity.verify(
+        tags,
+        integrity.tree_digest(path),
+        settings.model_signing_key.get_secret_value(),
+        settings.model_require_digest,
+        f"model {settings.model_name!r} version {version}",
+    )
+    return path
+
+
+def record_integrity(settings: Settings, version: str) -> str:
+    """Tag a just-registered version with the digest (and HMAC) of its stored files, as the
+    detector will download them. Returns the digest."""
+    with tempfile.TemporaryDirectory(prefix="iot-mlops-digest-") as tmp:
+        digest = integrity.tree_digest(_download(settings, version, Path(tmp)))
+    key = settings.model_signing_key.get_secret_value()
+    set_version_tags(settings, version, integrity.integrity_tags(digest, key))
+    return digest
 
 
 # --- listing and promotion --------------------------------------------------------------------

@@ -134,7 +134,10 @@ def log_and_register(settings: Settings, run: TrainedRun, workdir: Path) -> tupl
     mlflow.set_experiment(settings.experiment_name)
     files = _stage_files(run, workdir)
     # log_model loads the logged model back to check the input example (a download).
-    with registry.mlflow_env(), mlflow.start_run(run_name=f"train-{run.meta.best_model}") as mr:
+    with (
+        registry.mlflow_env(**settings.mlflow_client_env()),
+        mlflow.start_run(run_name=f"train-{run.meta.best_model}") as mr,
+    ):
         mlflow.log_params(run.params)
         mlflow.log_metrics({k: v for k, v in run.metrics.items() if math.isfinite(v)})
         mlflow.log_artifact(str(files["leaderboard"]))
@@ -145,6 +148,7 @@ def log_and_register(settings: Settings, run: TrainedRun, workdir: Path) -> tupl
         mv = mlflow.register_model(info.model_uri, settings.model_name)
     version = str(mv.version)
     registry.set_version_tags(settings, version, _version_tags(run))
+    registry.record_integrity(settings, version)
     return mr.info.run_id, version
 
 
