@@ -69,15 +69,51 @@ def stack_up(
         "--partitions", "IOT_MLOPS_INPUT_PARTITIONS", "Partitions of the topics", min=1
     ),
     prometheus: bool = typer.Option(True, help="Start Prometheus when it is installed."),
+    secure: bool = typer.Option(
+        False,
+        help="TLS and authentication: Kafka SASL_SSL with ACLs per principal, MLflow "
+        "basic auth over https (docs/security.md). A state dir made secure stays secure.",
+    ),
 ) -> None:
     """Start Kafka, MLflow (and Prometheus), wait until healthy, create the topics."""
     from iot_mlops.kafka.stack import Stack
 
     s = settings_from(state_dir=state_dir, input_partitions=partitions)
-    stack = Stack(s, with_prometheus=prometheus)
+    stack = Stack(s, with_prometheus=prometheus, secure=secure)
     with console.status("starting the stack…"):
         statuses = stack.up(on_event=lambda m: console.print(f"  {m}"))
     _print_status(statuses)
+
+
+@stack_app.command("env")
+@friendly
+def stack_env(
+    role: str = typer.Argument(
+        ..., help="admin, detector, device (simulate) or trainer (collect, train, promote)"
+    ),
+    state_dir: Path | None = StateDir,
+) -> None:
+    """Print the settings (shell exports) that run commands as ROLE on the secure stack:
+    eval "$(iot-mlops stack env detector)"; iot-mlops detect"""
+    import shlex
+
+    from iot_mlops.kafka.stack import Stack
+    from iot_mlops.security.credentials import ENV_NAMES, ROLES, StackSecrets
+
+    s = settings_from(state_dir=state_dir)
+    if role not in ROLES:
+        raise ConfigError(f"unknown role {role!r}", fix=f"use one of {', '.join(ROLES)}")
+    if not StackSecrets.exist(s.state_dir):
+        raise ConfigError(
+            f"the stack in {s.state_dir} is not secure (no credentials)",
+            fix="`iot-mlops stack up --secure` makes them",
+        )
+    rs = Stack(s, with_prometheus=False).as_role(role)
+    for field, env in ENV_NAMES.items():
+        value = getattr(rs, field)
+        value = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+        if value:
+            out.print(f"export {env}={shlex.quote(str(value))}", markup=False, highlight=False)
 
 
 @stack_app.command("down")

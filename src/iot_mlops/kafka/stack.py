@@ -26,6 +26,7 @@ import psutil
 from iot_mlops.config import Settings
 from iot_mlops.errors import ServiceError
 from iot_mlops.kafka.procs import OWNER_ENV, owned_processes, stack_lock, terminate
+from iot_mlops.security.credentials import StackSecrets
 
 KAFKA_LOG4J = """\
 status = warn
@@ -67,8 +68,10 @@ class Service:
 
     name: str = ""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, secrets: StackSecrets | None = None) -> None:
         self.s = settings
+        # Set on a secure stack (`stack up --secure`): TLS and authentication on.
+        self.secrets = secrets
         self.root = settings.state_dir.resolve()
         self.dir = self.root / self.name
         self.log = self.root / "logs" / f"{self.name}.log"
@@ -84,7 +87,8 @@ class Service:
 
     @property
     def url(self) -> str:
-        return f"{self.scheme}{self.s.bind_host}:{self.port}"
+        scheme = "https://" if self.secrets and self.scheme == "http://" else self.scheme
+        return f"{scheme}{self.s.bind_host}:{self.port}"
 
     def available(self) -> str | None:
         """None when the service can run here, else why not (with the fix)."""
@@ -224,11 +228,49 @@ class Kafka(Service):
             "message.max.bytes": str(max(s.max_message_bytes * 64, 1_048_588)),
         }
 
+    def secure_properties(self, sec: StackSecrets) -> dict[str, str]:
+        """SASL (SCRAM-SHA-512) over TLS for clients and the broker itself, SASL PLAIN on the
+        loopback controller listener (KRaft controllers cannot use SCRAM: its credentials live
+        in the metadata they serve), and ACLs enforced with no super user but admin."""
+        s, host = self.s, self.s.bind_host
+        admin = sec.creds.kafka["admin"]
+        ctl = sec.creds.controller
+        return {
+            "listeners": f"SASL_SSL://{host}:{s.kafka_port},CONTROLLER://{host}:{s.kafka_controller_port}",
+            "advertised.listeners": f"SASL_SSL://{host}:{s.kafka_port}",
+            "inter.broker.listener.name": "SASL_SSL",
+            "listener.security.protocol.map": "CONTROLLER:SASL_PLAINTEXT,SASL_SSL:SASL_SSL",
+            "listener.name.sasl_ssl.sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": "org.apache.kafka.common."
+            f'security.scram.ScramLoginModule required username="admin" password="{admin}";',
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config": "org.apache.kafka.common."
+            f'security.plain.PlainLoginModule required username="admin" password="{ctl}" '
+            f'user_admin="{ctl}";',
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(sec.certs.keystore),
+            # The broker is its own client (inter-broker listener): it checks the server too.
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(sec.certs.ca),
+            "ssl.client.auth": "none",
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found": "false",
+            "super.users": "User:admin",
+        }
+
     def write_config(self) -> Path:
         """``server.properties`` and the log4j2 configuration; returns the former."""
         props = self.dir / "server.properties"
-        lines = [f"{k}={v}" for k, v in self.server_properties().items()]
-        props.write_text("\n".join([*lines, ""]))
+        conf = self.server_properties()
+        if self.secrets is not None:
+            conf.update(self.secure_properties(self.secrets))
+        lines = [f"{k}={v}" for k, v in conf.items()]
+        # Passwords inside: readable by the owner only, from the first byte.
+        fd = os.open(props, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join([*lines, ""]))
         (self.dir / "log4j2.properties").write_text(KAFKA_LOG4J.format(log=self.log))
         return props
 
@@ -244,7 +286,7 @@ class Kafka(Service):
                 self._java(
                     f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
                     "kafka.tools.StorageTool", "format", "--standalone",
-                    "-t", cluster_id, "-c", str(props),
+                    "-t", cluster_id, "-c", str(props), *self._scram_users(),
                 ),
                 capture_output=True, text=True,
             )  # fmt: skip
@@ -253,6 +295,16 @@ class Kafka(Service):
                     f"formatting Kafka storage in {data} failed:\n{fmt.stdout}{fmt.stderr}",
                     fix=f"remove {data} and run `iot-mlops stack up` again",
                 )
+
+    def _scram_users(self) -> list[str]:
+        """StorageTool arguments creating the SCRAM users with the metadata (secure stack)."""
+        if self.secrets is None:
+            return []
+        return [
+            arg
+            for user, pw in self.secrets.creds.kafka.items()
+            for arg in ("--add-scram", f"SCRAM-SHA-512=[name={user},password={pw}]")
+        ]
 
     def command(self) -> list[str]:
         return [
@@ -301,7 +353,45 @@ class MLflow(Service):
             "--serve-artifacts",
             "--workers", "1",
             "--allowed-hosts", ",".join(self.allowed_hosts()),
+            *self._secure_args(),
         ]  # fmt: skip
+
+    def _secure_args(self) -> list[str]:
+        """Basic auth (MLflow's app, users in its own SQLite) and TLS (uvicorn) when secure."""
+        if self.secrets is None:
+            return []
+        c = self.secrets.certs
+        tls = f"--ssl-keyfile={c.key} --ssl-certfile={c.cert}"
+        return ["--app-name", "basic-auth", "--uvicorn-opts", tls]
+
+    def prepare(self) -> None:
+        if self.secrets is None:
+            return
+        ini = "\n".join([
+            "[mlflow]",
+            # Authenticated users may read what no permission names: the detector reads the
+            # model; only its creator (the trainer) and admin may change it or move an alias.
+            "default_permission = READ",
+            f"database_uri = sqlite:///{self.dir / 'basic_auth.db'}",
+            "admin_username = admin",
+            f"admin_password = {self.secrets.creds.mlflow['admin']}",
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
+            "",
+        ])  # fmt: skip
+        fd = os.open(self._auth_ini, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(ini)
+
+    @property
+    def _auth_ini(self) -> Path:
+        return self.dir / "basic_auth.ini"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.secrets is not None:
+            env["MLFLOW_AUTH_CONFIG_PATH"] = str(self._auth_ini)
+            env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = self.secrets.creds.mlflow_secret_key
+        return env
 
     def allowed_hosts(self) -> list[str]:
         """Host headers MLflow accepts (against DNS rebinding): the configured list, else the
@@ -315,7 +405,10 @@ class MLflow(Service):
         return [*names, *(f"{n}:{self.port}" for n in names)]
 
     def healthy(self) -> bool:
-        return http_ok(f"{self.url}/health")
+        return http_ok(f"{self.url}/health", self._verify())
+
+    def _verify(self) -> str | bool:
+        return str(self.secrets.certs.ca) if self.secrets else True
 
 
 class Prometheus(Service):
@@ -364,11 +457,30 @@ class Prometheus(Service):
 class Stack:
     """The three services, started in order and stopped in reverse."""
 
-    def __init__(self, settings: Settings, with_prometheus: bool = True) -> None:
-        self.s = settings
-        self.services: list[Service] = [Kafka(settings), MLflow(settings)]
+    def __init__(
+        self, settings: Settings, with_prometheus: bool = True, secure: bool = False
+    ) -> None:
+        # Secure when asked, or when this state dir was made secure once (its broker's data
+        # and listeners expect it): never silently back to open.
+        self.secrets: StackSecrets | None = None
+        if secure or StackSecrets.exist(settings.state_dir):
+            hosts = [settings.bind_host, "localhost", "127.0.0.1"]
+            self.secrets = StackSecrets.ensure(settings.state_dir, hosts)
+        self.user_settings = settings
+        self.s = self.as_role("admin") if self.secrets else settings
+        self.services: list[Service] = [Kafka(self.s, self.secrets), MLflow(self.s, self.secrets)]
         if with_prometheus:
-            self.services.append(Prometheus(settings))
+            self.services.append(Prometheus(self.s))
+
+    @property
+    def mlflow_url(self) -> str:
+        return MLflow(self.user_settings, self.secrets).url
+
+    def as_role(self, role: str) -> Settings:
+        """The user's settings, authenticated as ``role`` on this (secure) stack."""
+        if self.secrets is None:
+            return self.user_settings
+        return self.secrets.settings_for(self.user_settings, role, self.mlflow_url)
 
     def up(self, on_event: Callable[[str], None] = lambda _m: None) -> list[ServiceStatus]:
         with stack_lock(self.s.state_dir.resolve(), "up"):
@@ -383,9 +495,24 @@ class Stack:
             from iot_mlops.kafka.topics import ensure_topics
 
             created = ensure_topics(self.s)
+            if self.secrets is not None:
+                self._secure_principals(on_event)
         if created:
             on_event(f"created topics: {', '.join(created)}")
         return self.status()
+
+    def _secure_principals(self, on_event: Callable[[str], None]) -> None:
+        """The ACLs of each Kafka principal and MLflow's users (idempotent)."""
+        from iot_mlops.security import acls
+        from iot_mlops.security.mlflow_users import ensure_users
+
+        n = acls.apply(self.s, acls.grants(self.s))
+        made = ensure_users(self.s, self.secrets.creds.mlflow)
+        on_event(
+            f"secure: {n} Kafka ACL bindings; MLflow users "
+            + (", ".join(made) + " created" if made else "present")
+            + "; `iot-mlops stack env ROLE` prints a role's settings"
+        )
 
     def _start(self, svc: Service, on_event: Callable[[str], None]) -> None:
         already = svc.pid() is not None
@@ -433,10 +560,10 @@ def _pgid(proc: psutil.Process) -> int | None:
         return None
 
 
-def http_ok(url: str) -> bool:
-    """Whether ``url`` answers 200 within 2 s."""
+def http_ok(url: str, verify: str | bool = True) -> bool:
+    """Whether ``url`` answers 200 within 2 s (``verify``: the CA file of an https URL)."""
     try:
-        return httpx.get(url, timeout=2.0).status_code == 200
+        return httpx.get(url, timeout=2.0, verify=verify).status_code == 200
     except httpx.HTTPError:
         return False
 

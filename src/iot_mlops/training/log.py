@@ -131,13 +131,20 @@ def log_and_register(settings: Settings, run: TrainedRun, workdir: Path) -> tupl
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_registry_uri(settings.mlflow_tracking_uri)
-    mlflow.set_experiment(settings.experiment_name)
     files = _stage_files(run, workdir)
     # log_model loads the logged model back to check the input example (a download).
-    with (
-        registry.mlflow_env(**settings.mlflow_client_env()),
-        mlflow.start_run(run_name=f"train-{run.meta.best_model}") as mr,
-    ):
+    with registry.mlflow_env(**settings.mlflow_client_env()):
+        mlflow.set_experiment(settings.experiment_name)
+        run_id, version = _log_run(settings, run, files)
+    registry.set_version_tags(settings, version, _version_tags(run))
+    registry.record_integrity(settings, version)
+    return run_id, version
+
+
+def _log_run(settings: Settings, run: TrainedRun, files: dict[str, Path]) -> tuple[str, str]:
+    import mlflow
+
+    with mlflow.start_run(run_name=f"train-{run.meta.best_model}") as mr:
         mlflow.log_params(run.params)
         mlflow.log_metrics({k: v for k, v in run.metrics.items() if math.isfinite(v)})
         mlflow.log_artifact(str(files["leaderboard"]))
@@ -146,10 +153,7 @@ def log_and_register(settings: Settings, run: TrainedRun, workdir: Path) -> tupl
         mlflow.set_tags({"best_model": run.meta.best_model, "freq": run.meta.freq})
         info = _log_pyfunc(settings, run, files["metadata"])
         mv = mlflow.register_model(info.model_uri, settings.model_name)
-    version = str(mv.version)
-    registry.set_version_tags(settings, version, _version_tags(run))
-    registry.record_integrity(settings, version)
-    return mr.info.run_id, version
+    return mr.info.run_id, str(mv.version)
 
 
 def _stage_files(run: TrainedRun, workdir: Path) -> dict[str, Path]:
