@@ -303,7 +303,7 @@ class Kafka(Service):
         return [
             arg
             for user, pw in self.secrets.creds.kafka.items()
-            for arg in ("--add-scram", f"SCRAM-SHA-512=[name={user},password={pw}]")
+            for arg in ("--add-scram", "SCRAM-SHA-512=[name=" + user + ",password=" + pw + "]")
         ]
 
     def command(self) -> list[str]:
@@ -374,7 +374,7 @@ class MLflow(Service):
             "default_permission = READ",
             f"database_uri = sqlite:///{self.dir / 'basic_auth.db'}",
             "admin_username = admin",
-            f"admin_password = {self.secrets.creds.mlflow['admin']}",
+            "admin_password = " + self.secrets.creds.mlflow["admin"],
             "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
             "",
         ])  # fmt: skip

@@ -151,7 +151,7 @@ class StackSecrets:
         fields = role_fields(
             role, self.creds, self.certs.ca, settings.kafka_bootstrap_servers, mlflow_uri
         )
-        secret = {"kafka_sasl_password", "mlflow_tracking_password"}
+        hidden = {"kafka_sasl_password", "mlflow_tracking_password"}
         return settings.model_copy(
-            update={k: SecretStr(v) if k in secret else v for k, v in fields.items()}
+            update={k: SecretStr(v) if k in hidden else v for k, v in fields.items()}
         )
