@@ -26,6 +26,7 @@ import psutil
 from iot_mlops.config import Settings
 from iot_mlops.errors import ServiceError
 from iot_mlops.kafka.procs import OWNER_ENV, owned_processes, stack_lock, terminate
+from iot_mlops.security.certs import write_file
 from iot_mlops.security.credentials import StackSecrets
 
 KAFKA_LOG4J = """\
@@ -267,10 +268,7 @@ class Kafka(Service):
         if self.secrets is not None:
             conf.update(self.secure_properties(self.secrets))
         lines = [f"{k}={v}" for k, v in conf.items()]
-        # Passwords inside: readable by the owner only, from the first byte.
-        fd = os.open(props, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write("\n".join([*lines, ""]))
+        write_file(props, "\n".join([*lines, ""]), private=True)  # passwords inside
         (self.dir / "log4j2.properties").write_text(KAFKA_LOG4J.format(log=self.log))
         return props
 
@@ -378,9 +376,7 @@ class MLflow(Service):
             "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
             "",
         ])  # fmt: skip
-        fd = os.open(self._auth_ini, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(ini)
+        write_file(self._auth_ini, ini, private=True)
 
     @property
     def _auth_ini(self) -> Path:

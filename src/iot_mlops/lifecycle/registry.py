@@ -198,9 +198,8 @@ def load_forecaster(
                 fix=f"promote one: `iot-mlops promote VERSION --alias {alias}` "
                 "(or `iot-mlops train --promote`)",
             )
-    else:
-        get_version(settings, version)
     uri = f"models:/{settings.model_name}/{version}"
+    # It looks the version up first: an unknown one → ModelError naming the known ones.
     local = download_verified(settings, str(version))
     try:
         with mlflow_calls(settings), _LOAD_LOCK:

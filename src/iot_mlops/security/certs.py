@@ -74,11 +74,11 @@ def _pem_key(key: rsa.RSAPrivateKey) -> bytes:
     )
 
 
-def _write(path: Path, data: bytes, private: bool = False) -> None:
-    # Private files are created 0600 from the start, never readable in between.
+def write_file(path: Path, data: bytes | str, private: bool = False) -> None:
+    """Write ``data``; a private file (keys, passwords) is 0600 from its first byte."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
     with os.fdopen(fd, "wb") as f:
-        f.write(data)
+        f.write(data.encode() if isinstance(data, str) else data)
 
 
 def make_certs(root: Path, hosts: list[str]) -> CertFiles:
@@ -118,9 +118,9 @@ def make_certs(root: Path, hosts: list[str]) -> CertFiles:
     )
     pem = serialization.Encoding.PEM
     chain = cert.public_bytes(pem) + ca.public_bytes(pem)
-    _write(files.ca, ca.public_bytes(pem))
-    _write(files.ca_key, _pem_key(ca_key), private=True)
-    _write(files.cert, chain)
-    _write(files.key, _pem_key(key), private=True)
-    _write(files.keystore, _pem_key(key) + chain, private=True)
+    write_file(files.ca, ca.public_bytes(pem))
+    write_file(files.ca_key, _pem_key(ca_key), private=True)
+    write_file(files.cert, chain)
+    write_file(files.key, _pem_key(key), private=True)
+    write_file(files.keystore, _pem_key(key) + chain, private=True)
     return files

@@ -8,7 +8,6 @@ Kafka principal and the MLflow user it authenticates with (``iot-mlops stack env
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from iot_mlops.config import Settings
-from iot_mlops.security.certs import CertFiles, make_certs
+from iot_mlops.security.certs import CertFiles, make_certs, write_file
 
 CREDENTIALS_FILE = "credentials.json"
 
@@ -68,13 +67,11 @@ class Credentials:
             secrets.token_urlsafe(32),
         )
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            data = {
-                "kafka": creds.kafka, "mlflow": creds.mlflow, "controller": creds.controller,
-                "mlflow_secret_key": creds.mlflow_secret_key,
-            }  # fmt: skip
-            json.dump(data, f, indent=2)
+        data = {
+            "kafka": creds.kafka, "mlflow": creds.mlflow, "controller": creds.controller,
+            "mlflow_secret_key": creds.mlflow_secret_key,
+        }  # fmt: skip
+        write_file(path, json.dumps(data, indent=2), private=True)
         return creds
 
 
@@ -113,11 +110,6 @@ def role_fields(
         out["mlflow_tracking_username"] = r.mlflow_user
         out["mlflow_tracking_password"] = creds.mlflow[r.mlflow_user]
     return out
-
-
-def role_env(fields: dict[str, str]) -> dict[str, str]:
-    """``role_fields`` as environment variables."""
-    return {ENV_NAMES[k]: v for k, v in fields.items()}
 
 
 @dataclass(frozen=True)
