@@ -7,7 +7,8 @@
 # production version exists yet (or with --promote). Usage:
 #   docker compose run --rm trainer [--hours N] [--retrain] [--promote]
 # Kafka, MLflow and the model name/alias come from the usual settings (KAFKA_BOOTSTRAP_SERVERS,
-# MLFLOW_TRACKING_URI, IOT_MLOPS_*).
+# MLFLOW_TRACKING_URI, MLFLOW_TRACKING_USERNAME/PASSWORD, IOT_MLOPS_*); the backfill's Kafka
+# principal from TRAINER_BACKFILL_KAFKA_USERNAME/PASSWORD when set.
 set -eu
 
 hours=24
@@ -67,7 +68,19 @@ if [ "$rc" -eq 1 ]; then
 fi
 
 echo "trainer: backfilling ${hours}h of simulated history into Kafka"
-iot-mlops simulate --hours "$hours"
+if [ -n "${TRAINER_BACKFILL_KAFKA_USERNAME:-}" ]; then
+  # On a secure deployment only a device principal may write readings: the backfill runs as
+  # one, everything else as the trainer's own (read-only) Kafka principal.
+  if [ -z "${TRAINER_BACKFILL_KAFKA_PASSWORD-}" ]; then
+    echo "trainer: TRAINER_BACKFILL_KAFKA_USERNAME is set without its password" >&2
+    exit 2
+  fi
+  IOT_MLOPS_KAFKA_SASL_USERNAME="$TRAINER_BACKFILL_KAFKA_USERNAME" \
+  IOT_MLOPS_KAFKA_SASL_PASSWORD="$TRAINER_BACKFILL_KAFKA_PASSWORD" \
+    iot-mlops simulate --hours "$hours"
+else
+  iot-mlops simulate --hours "$hours"
+fi
 echo "trainer: collecting the input topic into $data"
 iot-mlops collect --out "$data"
 if [ "$promote" -eq 1 ]; then

@@ -34,8 +34,16 @@ ENV_EXAMPLE = ROOT / ".env.example"
 TRAINER = ROOT / "deploy/trainer.sh"
 
 ALLOWED_PANEL_TYPES = {"timeseries", "stat", "table", "gauge", "bargauge", "text", "heatmap"}
-ONE_SHOTS = {"kafka-init", "trainer"}
-PROJECT_IMAGE_SERVICES = {"trainer", "anomaly-detector", "simulator"}
+ONE_SHOTS = {"secrets-init", "provision", "trainer"}
+# Project-image services that are Kafka/MLflow clients, with the principal each runs as
+# (Kafka user, MLflow user): least privilege, as docs/security.md lists.
+CLIENT_PRINCIPALS = {
+    "provision": ("admin", "admin"),
+    "trainer": ("reader", "trainer"),
+    "anomaly-detector": ("detector", "detector"),
+    "simulator": ("device", None),
+}
+PROJECT_IMAGE_SERVICES = {*CLIENT_PRINCIPALS, "secrets-init"}
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -69,6 +77,12 @@ def _env(service: dict[str, Any]) -> dict[str, str]:
     if isinstance(env, list):
         env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
     return {str(k): "" if v is None else str(v) for k, v in env.items()}
+
+
+def _required_ref(value: str) -> str | None:
+    """The variable of a required ``${VAR:?message}`` reference (None: not one)."""
+    m = re.fullmatch(r"\$\{([A-Z0-9_]+):\?[^}]*\}", value)
+    return m.group(1) if m else None
 
 
 def _exported_labels() -> dict[str, set[str]]:
@@ -396,7 +410,7 @@ def test_compose_file_matches_the_compose_spec() -> None:
 def test_compose_services_and_images() -> None:
     services = _services()
     wanted = {
-        "kafka", "kafka-init", "postgres", "mlflow", "trainer",
+        "secrets-init", "kafka", "provision", "postgres", "mlflow", "trainer",
         "anomaly-detector", "simulator", "prometheus", "grafana",
     }  # fmt: skip
     assert wanted <= set(services)
@@ -416,23 +430,28 @@ def test_compose_project_env_vars_are_settings_fields(monkeypatch: pytest.Monkey
         accepted.add(f"IOT_MLOPS_{name.upper()}")
         choices = getattr(field.validation_alias, "choices", None) or []
         accepted.update(str(c).upper() for c in choices)
-    project = ("IOT_MLOPS_", "KAFKA_BOOTSTRAP_SERVERS", "MLFLOW_TRACKING_URI")
+    project = ("IOT_MLOPS_", "KAFKA_BOOTSTRAP_SERVERS", "MLFLOW_TRACKING_")
     seen = 0
     for name, svc in _services().items():
         env = {k: v for k, v in _env(svc).items() if k.startswith(project)}
         for var in env:
             assert var in accepted, f"{name}: {var} is not a field of Settings"
-        if name in PROJECT_IMAGE_SERVICES:
+        if name in CLIENT_PRINCIPALS:
             assert env.get("KAFKA_BOOTSTRAP_SERVERS") == "kafka:29092", name
-            assert env.get("MLFLOW_TRACKING_URI") == "http://mlflow:5000", name
-            # The values parse into a Settings object.
+            assert env.get("MLFLOW_TRACKING_URI") == "https://mlflow:5000", name
+            # The values parse into a Settings object, authenticated over TLS.
             with monkeypatch.context() as m:
                 for var, value in env.items():
-                    m.setenv(var, value)
+                    m.setenv(var, "probe" if value.startswith("${") else value)
                 s = Settings()
                 assert s.kafka_bootstrap_servers == "kafka:29092"
+                conf = s.kafka_common()
+                assert conf["security.protocol"] == "SASL_SSL", name
+                assert conf["sasl.mechanism"] == "SCRAM-SHA-512", name
+                assert conf["ssl.ca.location"] == "/ca/ca.pem", name
+                assert s.mlflow_client_env()["MLFLOW_TRACKING_SERVER_CERT_PATH"] == "/ca/ca.pem"
             seen += 1
-    assert seen == len(PROJECT_IMAGE_SERVICES)
+    assert seen == len(CLIENT_PRINCIPALS)
     detector = _env(_services()["anomaly-detector"])
     assert detector.get("IOT_MLOPS_METRICS_HOST") == "0.0.0.0", "the detector must listen on all"
     # Replicas named after their containers: a restarted one fences its open transaction.
@@ -506,6 +525,94 @@ def test_compose_secrets_come_from_env_file() -> None:
             assert "change-me" in line, "placeholders only in .env.example"
 
 
+# --- security in Compose (docs/security.md) ---------------------------------------------------
+@pytest.mark.unit
+def test_compose_clients_run_as_their_own_principals() -> None:
+    services = _services()
+    for name, (kafka_user, mlflow_user) in CLIENT_PRINCIPALS.items():
+        env = _env(services[name])
+        assert env["IOT_MLOPS_KAFKA_SASL_USERNAME"] == kafka_user, name
+        var = f"KAFKA_{kafka_user.upper()}_PASSWORD"
+        assert _required_ref(env["IOT_MLOPS_KAFKA_SASL_PASSWORD"]) == var, name
+        assert env.get("MLFLOW_TRACKING_USERNAME") == mlflow_user, name
+        if mlflow_user:
+            var = f"MLFLOW_{mlflow_user.upper()}_PASSWORD"
+            assert _required_ref(env["MLFLOW_TRACKING_PASSWORD"]) == var, name
+        # Clients get the CA certificate and nothing else of the PKI.
+        assert [
+            v
+            for v in services[name]["volumes"]
+            if str(v).startswith(("pki", "kafka-conf", "mlflow-tls"))
+        ] == [], name
+        assert "ca:/ca:ro" in services[name]["volumes"], name
+    # The backfill alone writes readings, as the device principal.
+    trainer = _env(services["trainer"])
+    assert trainer["TRAINER_BACKFILL_KAFKA_USERNAME"] == "device"
+    assert "TRAINER_BACKFILL_KAFKA_USERNAME" in TRAINER.read_text()
+    # provision sets every pipeline principal's password from .env.
+    provision = _env(services["provision"])
+    for user in ("detector", "device", "reader"):
+        assert f"KAFKA_{user.upper()}_PASSWORD" in provision
+    for user in ("trainer", "detector"):
+        assert f"MLFLOW_{user.upper()}_PASSWORD" in provision
+
+
+@pytest.mark.unit
+def test_compose_kafka_listens_only_with_tls_and_sasl(tmp_path: Path) -> None:
+    """The broker's configuration is what `iot-mlops deploy secrets` writes: checked here as
+    written, and run for real in tests/security/test_compose_secrets.py."""
+    from iot_mlops.security.deploy import DeployDirs, write_secrets
+
+    services = _services()
+    kafka = services["kafka"]
+    assert "KAFKA_LISTENERS" not in _env(kafka), "configured by secrets-init, not the image"
+    script = kafka["command"][0]
+    assert '--add-scram "$$(cat /kafka-conf/admin-scram)"' in script
+    assert 'kafka-server-start.sh "$$conf"' in script
+    assert "kafka-conf:/kafka-conf:ro" in kafka["volumes"]
+    assert "--command-config /kafka-conf/client.properties" in kafka["healthcheck"]["test"][1]
+    assert kafka["depends_on"]["secrets-init"]["condition"] == "service_completed_successfully"
+    assert services["secrets-init"]["command"][:2] == ["deploy", "secrets"]
+    dirs = DeployDirs(*(tmp_path / d for d in ("pki", "ca", "kafka", "mlflow")))
+    env = {"KAFKA_ADMIN_PASSWORD": "probe-admin", "KAFKA_CONTROLLER_PASSWORD": "probe-ctl"}
+    write_secrets(dirs, env, Settings(), 1000, 10001)
+    props = dict(
+        line.split("=", 1) for line in (dirs.kafka / "server.properties").read_text().splitlines()
+    )
+    protocols = dict(kv.split(":") for kv in props["listener.security.protocol.map"].split(","))
+    assert protocols == {"CONTROLLER": "SASL_PLAINTEXT", "INTERNAL": "SASL_SSL", "HOST": "SASL_SSL"}
+    assert props["advertised.listeners"] == "INTERNAL://kafka:29092,HOST://localhost:9092"
+    assert props["authorizer.class.name"].endswith("StandardAuthorizer")
+    assert props["allow.everyone.if.no.acl.found"] == "false"
+    assert props["super.users"] == "User:admin"
+    # The published port is the HOST listener, on this machine only.
+    assert kafka["ports"] == ["127.0.0.1:9092:9092"]
+
+
+@pytest.mark.unit
+def test_compose_mlflow_requires_auth_over_tls() -> None:
+    mlflow = _services()["mlflow"]
+    cmd = mlflow["command"]
+    assert "--app-name=basic-auth" in cmd
+    tls = [c for c in cmd if c.startswith("--uvicorn-opts=")]
+    assert (
+        tls and "--ssl-keyfile=/mlflow-tls/" in tls[0] and "--ssl-certfile=/mlflow-tls/" in tls[0]
+    )
+    env = _env(mlflow)
+    ini_mount = [v for v in mlflow["volumes"] if v.endswith(":/etc/mlflow/basic_auth.ini:ro")]
+    assert ini_mount and env["MLFLOW_AUTH_CONFIG_PATH"] == "/etc/mlflow/basic_auth.ini"
+    import configparser
+
+    ini = configparser.ConfigParser()
+    ini.read(ROOT / ini_mount[0].split(":")[0])
+    assert ini["mlflow"]["default_permission"] == "READ"  # the detector may not write
+    assert "admin_password" not in ini["mlflow"], "the admin password comes from .env"
+    assert ini["mlflow"]["database_uri"].startswith("postgresql://mlflow@postgres")
+    assert _required_ref(env["MLFLOW_AUTH_ADMIN_PASSWORD"]) == "MLFLOW_ADMIN_PASSWORD"
+    health = " ".join(mlflow["healthcheck"]["test"])
+    assert "https://localhost:5000/health" in health and "cafile='/mlflow-tls/ca.pem'" in health
+
+
 # --- images and the trainer --------------------------------------------------------------------
 @pytest.mark.unit
 def test_dockerfile() -> None:
@@ -553,7 +660,12 @@ def test_cli_commands_used_by_compose_and_trainer_exist() -> None:
         "collect": {"--out"},
         "train": {"--data", "--promote"},
         "models": set(),
+        "deploy": set(),
     }
+    deploy = commands["deploy"].commands  # type: ignore[attr-defined]
+    assert {"secrets", "provision"} <= set(deploy), "`iot-mlops deploy` lacks a Compose step"
+    step_opts = {o for p in deploy["secrets"].params for o in getattr(p, "opts", [])}
+    assert {"--kafka-uid", "--mlflow-uid"} <= step_opts
     for name, flags in wanted.items():
         assert name in commands, f"`iot-mlops {name}` does not exist"
         opts = {o for p in commands[name].params for o in getattr(p, "opts", [])}

@@ -5,6 +5,7 @@ with security on, each step as its own principal, so the secure path cannot rot.
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,9 +21,11 @@ from pydantic import SecretStr
 from iot_mlops.config import Settings
 from iot_mlops.data import simulate as sim
 from iot_mlops.data.collect import collect
-from iot_mlops.kafka import clients
-from iot_mlops.kafka.stack import Stack, free_port
+from iot_mlops.kafka import broker, clients
+from iot_mlops.kafka.stack import KAFKA_LOG4J, Kafka, Stack, free_port
 from iot_mlops.lifecycle.registry import mlflow_env
+from iot_mlops.security.certs import write_file
+from iot_mlops.security.deploy import DeployDirs, password_env, provision, write_secrets
 from iot_mlops.training.pipeline import train
 
 pytestmark = pytest.mark.integration
@@ -165,3 +168,110 @@ def test_the_pipeline_runs_secure_and_the_detector_cannot_move_the_alias(
     assert scored > 0
     opened = anomalies(secure.s)  # read as admin: no other principal may read anomalies
     assert opened and {e["model_version"] for e in opened} == {result.version}
+
+
+class ComposeBroker(Kafka):
+    """The broker exactly as `iot-mlops deploy secrets` configures it for Compose (the same
+    server.properties and admin SCRAM user at format), moved to local ports: only its
+    addresses and data directory differ."""
+
+    name = "compose-kafka"
+
+    def __init__(self, admin: Settings, conf_dir: Path, internal_port: int) -> None:
+        self.conf_dir, self.internal_port = conf_dir, internal_port
+        super().__init__(admin)
+
+    def write_config(self) -> Path:
+        written = (self.conf_dir / "server.properties").read_text().splitlines()
+        props = dict(line.split("=", 1) for line in written if line)
+        h, s = "127.0.0.1", self.s
+        internal, host = f"INTERNAL://{h}:{self.internal_port}", f"HOST://{h}:{s.kafka_port}"
+        props.update(
+            {
+                "listeners": f"{internal},{host},CONTROLLER://{h}:{s.kafka_controller_port}",
+                "advertised.listeners": f"{internal},{host}",
+                "controller.quorum.voters": f"1@{h}:{s.kafka_controller_port}",
+                "log.dirs": str(self.dir / "data"),
+            }
+        )
+        path = self.dir / "server.properties"
+        write_file(path, broker.render(props), private=True)
+        (self.dir / "log4j2.properties").write_text(KAFKA_LOG4J.format(log=self.log))
+        return path
+
+    def prepare(self) -> None:
+        props = self.write_config()
+        tool = ("kafka.tools.StorageTool",)
+        run = {"capture_output": True, "text": True, "check": True}
+        cluster = subprocess.run(self._java(*tool, "random-uuid"), **run).stdout.strip()
+        scram = (self.conf_dir / "admin-scram").read_text()
+        subprocess.run(
+            self._java(*tool, "format", "-t", cluster, "-c", str(props), "--add-scram", scram),
+            **run,
+        )
+
+
+def test_the_compose_steps_secure_a_real_broker_and_rotate_passwords(
+    secure: Stack, tmp_path: Path
+) -> None:
+    """`deploy secrets`, then the broker, then `deploy provision`, as Compose runs them:
+    the broker starts from the written configuration with TLS and SCRAM, provision's ACLs hold
+    the moment it returns, and provision with a changed password rotates it."""
+    s0 = secure.user_settings
+    dirs = DeployDirs(*(tmp_path / d for d in ("pki", "ca", "kafka", "mlflow")))
+    users = ("admin", "controller", "detector", "device", "reader")
+    env = {password_env("kafka", u): f"{u}-{uuid.uuid4().hex}" for u in users}
+    # MLflow: the secure stack's own server and users (their passwords unchanged).
+    env |= {
+        password_env("mlflow", u): secure.secrets.creds.mlflow[u] for u in ("trainer", "detector")
+    }
+    write_secrets(dirs, env, s0, 1000, 10001)
+    port = free_port()
+    base = secure.s.model_copy(
+        update={
+            "state_dir": tmp_path / "state",
+            "kafka_port": port,
+            "kafka_controller_port": free_port(),
+            "kafka_bootstrap_servers": f"127.0.0.1:{port}",
+            "kafka_ssl_ca_location": str(dirs.ca / "ca.pem"),
+        }
+    )
+
+    def as_user(user: str, password: str | None = None) -> Settings:
+        pw = password or env[password_env("kafka", user)]
+        return base.model_copy(
+            update={"kafka_sasl_username": user, "kafka_sasl_password": SecretStr(pw)}
+        )
+
+    admin = as_user("admin")
+    node = ComposeBroker(admin, dirs.kafka, free_port())
+    node.start()
+    try:
+        node.wait_healthy(120)
+        done = provision(admin, env)
+        assert s0.input_topic in done[0], done
+        denied = KafkaError.TOPIC_AUTHORIZATION_FAILED
+        assert _produce_error(as_user("device"), s0.input_topic) is None
+        assert _produce_error(as_user("detector"), s0.input_topic).code() == denied
+        assert _produce_error(as_user("reader"), s0.anomalies_topic).code() == denied
+        _metadata_error({"bootstrap.servers": base.kafka_bootstrap_servers})  # plaintext
+
+        old = env[password_env("kafka", "device")]
+        env[password_env("kafka", "device")] = f"rotated-{uuid.uuid4().hex}"
+        provision(admin, env)
+        assert _produce_error(as_user("device"), s0.input_topic) is None
+        wait_until(
+            lambda: not _logs_in(as_user("device", old)), 30, "the old password to be refused"
+        )
+    finally:
+        node.stop()
+
+
+def _logs_in(s: Settings) -> bool:
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        AdminClient({**s.kafka_common(), "logger": clients.KAFKA_LOGGER}).list_topics(timeout=5)
+        return True
+    except KafkaException:
+        return False

@@ -26,6 +26,12 @@ stack_app = typer.Typer(
     help="The embedded local stack: Kafka, MLflow, Prometheus.", no_args_is_help=True
 )
 app.add_typer(stack_app, name="stack")
+deploy_app = typer.Typer(
+    help="The one-shot steps of the secure Compose deployment (docker-compose.yml, "
+    "docs/security.md).",
+    no_args_is_help=True,
+)
+app.add_typer(deploy_app, name="deploy")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -153,6 +159,40 @@ def _print_status(statuses: list[Any]) -> None:
         )
         table.add_row(st.name, str(st.pid or "-"), str(st.port), health, st.url, str(st.log))
     out.print(table)
+
+
+@deploy_app.command("secrets")
+@friendly
+def deploy_secrets(
+    pki: Path = typer.Option(Path("/pki"), help="The CA and its key (made once, kept here)."),
+    ca: Path = typer.Option(Path("/ca"), help="ca.pem for every client."),
+    kafka: Path = typer.Option(Path("/kafka-conf"), help="The broker's config and keystore."),
+    mlflow: Path = typer.Option(Path("/mlflow-tls"), help="MLflow's key and certificate."),
+    kafka_uid: int = typer.Option(1000, help="The uid the Kafka image runs as (appuser)."),
+    mlflow_uid: int = typer.Option(10001, help="The uid the MLflow image runs as."),
+) -> None:
+    """Make the CA and server certificate (once) and write each server's files, with the
+    passwords of KAFKA_ADMIN_PASSWORD and KAFKA_CONTROLLER_PASSWORD."""
+    import os
+
+    from iot_mlops.security.deploy import DeployDirs, write_secrets
+
+    dirs = DeployDirs(pki, ca, kafka, mlflow)
+    for f in write_secrets(dirs, dict(os.environ), Settings(), kafka_uid, mlflow_uid):
+        console.print(f"  wrote {f}", highlight=False)
+
+
+@deploy_app.command("provision")
+@friendly
+def deploy_provision() -> None:
+    """As admin: create the topics, set the Kafka SCRAM users (KAFKA_<USER>_PASSWORD) and
+    their ACLs, create or update MLflow's users (MLFLOW_<USER>_PASSWORD)."""
+    import os
+
+    from iot_mlops.security.deploy import provision
+
+    for line in provision(Settings(), dict(os.environ)):
+        console.print(f"  {line}", highlight=False)
 
 
 @app.command("detect")

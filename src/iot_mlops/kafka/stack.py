@@ -25,6 +25,7 @@ import psutil
 
 from iot_mlops.config import Settings
 from iot_mlops.errors import ServiceError
+from iot_mlops.kafka import broker
 from iot_mlops.kafka.procs import OWNER_ENV, owned_processes, stack_lock, terminate
 from iot_mlops.security.certs import write_file
 from iot_mlops.security.credentials import StackSecrets
@@ -205,61 +206,26 @@ class Kafka(Service):
         s = self.s
         host = s.bind_host
         return {
-            "process.roles": "broker,controller",
-            "node.id": "1",
+            **broker.single_node(str(self.dir / "data"), max(s.max_message_bytes * 64, 1_048_588)),
             "controller.quorum.bootstrap.servers": f"{host}:{s.kafka_controller_port}",
             "listeners": f"PLAINTEXT://{host}:{s.kafka_port},"
             f"CONTROLLER://{host}:{s.kafka_controller_port}",
             "advertised.listeners": f"PLAINTEXT://{host}:{s.kafka_port}",
-            "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-            "log.dirs": str(self.dir / "data"),
-            "num.partitions": "1",
-            "auto.create.topics.enable": "false",
-            # Single node: internal topics must not wait for replicas that never come.
-            "offsets.topic.replication.factor": "1",
-            "offsets.topic.num.partitions": "10",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "transaction.state.log.num.partitions": "10",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
-            "group.initial.rebalance.delay.ms": "0",
-            "message.max.bytes": str(max(s.max_message_bytes * 64, 1_048_588)),
         }
 
     def secure_properties(self, sec: StackSecrets) -> dict[str, str]:
-        """SASL (SCRAM-SHA-512) over TLS for clients and the broker itself, SASL PLAIN on the
-        loopback controller listener (KRaft controllers cannot use SCRAM: its credentials live
-        in the metadata they serve), and ACLs enforced with no super user but admin."""
+        """SASL_SSL for clients and the broker itself on one listener (kafka/broker.py)."""
         s, host = self.s, self.s.bind_host
-        admin = sec.creds.kafka["admin"]
-        ctl = sec.creds.controller
         return {
             "listeners": f"SASL_SSL://{host}:{s.kafka_port},CONTROLLER://{host}:{s.kafka_controller_port}",
             "advertised.listeners": f"SASL_SSL://{host}:{s.kafka_port}",
-            "inter.broker.listener.name": "SASL_SSL",
-            "listener.security.protocol.map": "CONTROLLER:SASL_PLAINTEXT,SASL_SSL:SASL_SSL",
-            "listener.name.sasl_ssl.sasl.enabled.mechanisms": "SCRAM-SHA-512",
-            "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
-            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": "org.apache.kafka.common."
-            f'security.scram.ScramLoginModule required username="admin" password="{admin}";',
-            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
-            "sasl.mechanism.controller.protocol": "PLAIN",
-            "listener.name.controller.plain.sasl.jaas.config": "org.apache.kafka.common."
-            f'security.plain.PlainLoginModule required username="admin" password="{ctl}" '
-            f'user_admin="{ctl}";',
-            "ssl.keystore.type": "PEM",
-            "ssl.keystore.location": str(sec.certs.keystore),
-            # The broker is its own client (inter-broker listener): it checks the server too.
-            "ssl.truststore.type": "PEM",
-            "ssl.truststore.location": str(sec.certs.ca),
-            "ssl.client.auth": "none",
-            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-            "allow.everyone.if.no.acl.found": "false",
-            "super.users": "User:admin",
-        }
+            **broker.sasl_ssl(
+                ["SASL_SSL"], sec.creds.kafka["admin"], sec.creds.controller,
+                sec.certs.keystore, sec.certs.ca,
+            ),
+        }  # fmt: skip
 
     def write_config(self) -> Path:
         """``server.properties`` and the log4j2 configuration; returns the former."""
@@ -267,8 +233,7 @@ class Kafka(Service):
         conf = self.server_properties()
         if self.secrets is not None:
             conf.update(self.secure_properties(self.secrets))
-        lines = [f"{k}={v}" for k, v in conf.items()]
-        write_file(props, "\n".join([*lines, ""]), private=True)  # passwords inside
+        write_file(props, broker.render(conf), private=True)  # passwords inside
         (self.dir / "log4j2.properties").write_text(KAFKA_LOG4J.format(log=self.log))
         return props
 
@@ -301,7 +266,7 @@ class Kafka(Service):
         return [
             arg
             for user, pw in self.secrets.creds.kafka.items()
-            for arg in ("--add-scram", "SCRAM-SHA-512=[name=" + user + ",password=" + pw + "]")
+            for arg in ("--add-scram", broker.scram_user_arg(user, pw))
         ]
 
     def command(self) -> list[str]:

@@ -51,9 +51,32 @@ def _topic_grants(s: Settings) -> list[Grant]:
 
 
 def apply(admin_settings: Settings, policy: list[Grant], timeout_s: float = 30.0) -> int:
-    """Create the ACLs of ``policy`` (idempotent: Kafka keeps one copy of each). Returns how
-    many bindings were written."""
+    """Create the ACLs of ``policy`` (idempotent: Kafka keeps one copy of each) and wait until
+    the broker enforces them: the controller answers before the broker's authorizer has the
+    new metadata (60-80 ms here), and a client that connects in between is refused. Returns
+    how many bindings were written."""
     from confluent_kafka import KafkaException
+
+    from iot_mlops.errors import ServiceError
+    from iot_mlops.kafka import clients
+
+    bindings = [_binding(g, op) for g in policy for op in g.operations]
+    admin = clients.admin(admin_settings)  # held until every future is done
+    try:
+        for f in admin.create_acls(bindings, request_timeout=timeout_s).values():
+            f.result(timeout=timeout_s)
+        _wait_enforced(admin, bindings, timeout_s)
+    except (KafkaException, TimeoutError) as e:
+        detail = e.args[0].str() if isinstance(e, KafkaException) and e.args else e
+        raise ServiceError(
+            f"writing the Kafka ACLs failed: {detail}",
+            fix="check the broker's log (`iot-mlops stack status` names it) and run "
+            "`iot-mlops stack up --secure` (Compose: `docker compose up -d`) again",
+        ) from None
+    return len(bindings)
+
+
+def _binding(g: Grant, op: str):  # -> AclBinding
     from confluent_kafka.admin import (
         AclBinding,
         AclOperation,
@@ -62,36 +85,42 @@ def apply(admin_settings: Settings, policy: list[Grant], timeout_s: float = 30.0
         ResourceType,
     )
 
-    from iot_mlops.errors import ServiceError
-    from iot_mlops.kafka import clients
-
     kinds = {
         "topic": ResourceType.TOPIC,
         "group": ResourceType.GROUP,
         "transactional_id": ResourceType.TRANSACTIONAL_ID,
     }
-    bindings = [
-        AclBinding(
-            kinds[g.resource],
-            g.name,
-            ResourcePatternType.PREFIXED if g.prefixed else ResourcePatternType.LITERAL,
-            f"User:{g.principal}",
-            "*",
-            AclOperation[op],
-            AclPermissionType.ALLOW,
-        )
-        for g in policy
-        for op in g.operations
-    ]
-    admin = clients.admin(admin_settings)  # held until every future is done
-    futures = admin.create_acls(bindings, request_timeout=timeout_s)
-    try:
-        for f in futures.values():
-            f.result(timeout=timeout_s)
-    except KafkaException as e:
-        raise ServiceError(
-            f"writing the Kafka ACLs failed: {e.args[0].str() if e.args else e}",
-            fix="check the broker's log (`iot-mlops stack status` names it) and run "
-            "`iot-mlops stack up --secure` again",
-        ) from None
-    return len(bindings)
+    pattern = ResourcePatternType.PREFIXED if g.prefixed else ResourcePatternType.LITERAL
+    return AclBinding(
+        kinds[g.resource], g.name, pattern, f"User:{g.principal}", "*",
+        AclOperation[op], AclPermissionType.ALLOW,
+    )  # fmt: skip
+
+
+def _wait_enforced(admin, bindings: list, timeout_s: float) -> None:
+    """Until the broker lists every binding: it answers from the authorizer that enforces
+    them."""
+    import time
+
+    from confluent_kafka.admin import (
+        AclBindingFilter,
+        AclOperation,
+        AclPermissionType,
+        ResourcePatternType,
+        ResourceType,
+    )
+
+    every = AclBindingFilter(
+        ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
+        AclOperation.ANY, AclPermissionType.ANY,
+    )  # fmt: skip
+    wanted = set(bindings)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        listed = set(admin.describe_acls(every, request_timeout=timeout_s).result(timeout_s))
+        missing = wanted - listed
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(missing)} ACL bindings not enforced after {timeout_s:g} s")
+        time.sleep(0.05)

@@ -1,13 +1,16 @@
-"""MLflow's basic-auth users of a secure stack, created by its admin."""
+"""MLflow's basic-auth users, created by its admin."""
 
 from __future__ import annotations
 
 from iot_mlops.config import Settings
 
 
-def ensure_users(admin: Settings, passwords: dict[str, str]) -> list[str]:
-    """Create every user of ``passwords`` but admin that does not exist yet; returns those
-    created. ``admin``: settings authenticated as MLflow's admin."""
+def ensure_users(
+    admin: Settings, passwords: dict[str, str], update_existing: bool = False
+) -> list[str]:
+    """Create every user of ``passwords`` but admin that does not exist yet (and with
+    ``update_existing`` set the password of those that do: rotation); returns those created.
+    ``admin``: settings authenticated as MLflow's admin."""
     from mlflow.exceptions import MlflowException
     from mlflow.server.auth.client import AuthServiceClient
 
@@ -25,4 +28,6 @@ def ensure_users(admin: Settings, passwords: dict[str, str]) -> list[str]:
             except MlflowException as e:
                 if getattr(e, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
                     raise
+                if update_existing:
+                    client.update_user_password(user, password)
     return made
