@@ -28,7 +28,8 @@ format: setup
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-# The whole pipeline on the embedded stack; DEMO_SECONDS=N bounds it, DEMO_ARGS=--retrain retrains.
+# The whole pipeline on the embedded stack; DEMO_SECONDS=N bounds it, DEMO_ARGS=--retrain
+# retrains, DEMO_ARGS=--secure turns TLS and authentication on (docs/security.md).
 demo: setup
 	$(PY) scripts/demo.py $(DEMO_ARGS)
 

@@ -37,9 +37,10 @@ ROOT = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).with_name("iot-mlops"))
 
 
-def run(*args: str) -> None:
+def run(*args: str, env: dict[str, str] | None = None) -> None:
+    """An iot-mlops command; ``env``: the role's settings on a secure stack (Stack.role_env)."""
     console.rule(f"[bold]iot-mlops {' '.join(args)}")
-    subprocess.run([CLI, *args], check=True)
+    subprocess.run([CLI, *args], check=True, env={**os.environ, **(env or {})})
 
 
 def latest_timestamp_ms(s: Settings) -> int | None:
@@ -111,6 +112,11 @@ def main() -> int:
     ap.add_argument(
         "--keep-stack", action="store_true", help="leave Kafka/MLflow running at the end"
     )
+    ap.add_argument(
+        "--secure",
+        action="store_true",
+        help="TLS and authentication (stack up --secure); each step runs as its own principal",
+    )
     args = ap.parse_args()
 
     # A demo should reach the live part in minutes: cap training unless the user chose.
@@ -119,22 +125,25 @@ def main() -> int:
     # the default rate): past the detector's bound on event times ahead of the record time
     # (1 h) every reading would be dead-lettered as clock_skew after a minute.
     os.environ.setdefault("IOT_MLOPS_EVENT_TIME_MAX_AHEAD_S", "0")
-    s = Settings()
-    stack = Stack(s)
+    stack = Stack(Settings(), secure=args.secure)
+    # The demo's own probes and live view (and evaluate-like reads of the anomalies) as the
+    # stack's admin: on a secure stack no pipeline principal may read everything it shows.
+    s = stack.s
+    role = stack.role_env
     started_stack = not all(st.healthy for st in stack.status() if st.name != "prometheus")
     procs: list[subprocess.Popen] = []
     t_begin = time.monotonic()
     try:
-        run("stack", "up")
+        run("stack", "up", *(["--secure"] if stack.secrets else []))
         from iot_mlops.lifecycle.registry import resolve_alias
 
         version = resolve_alias(s)
         if version is None or args.retrain:
             data = Path(s.state_dir) / "demo" / "training.parquet"
             data.parent.mkdir(parents=True, exist_ok=True)
-            run("simulate", "--hours", f"{args.hours:g}")
-            run("collect", "--out", str(data))
-            run("train", "--data", str(data), "--promote")
+            run("simulate", "--hours", f"{args.hours:g}", env=role("device"))
+            run("collect", "--out", str(data), env=role("trainer"))
+            run("train", "--data", str(data), "--promote", env=role("trainer"))
         else:
             console.print(
                 f"[green]reusing {s.model_name} version {version} (alias {s.model_alias}); "
@@ -154,13 +163,18 @@ def main() -> int:
         log_dir.mkdir(parents=True, exist_ok=True)
         det_log = (log_dir / "demo-detector.log").open("ab")
         sim_log = (log_dir / "demo-simulator.log").open("ab")
-        procs.append(subprocess.Popen([CLI, "detect"], stdout=det_log, stderr=subprocess.STDOUT))
-        procs.append(subprocess.Popen(sim_args, stdout=sim_log, stderr=subprocess.STDOUT))
+        for cmd, log, who in (
+            ([CLI, "detect"], det_log, "detector"),
+            (sim_args, sim_log, "device"),
+        ):
+            env = {**os.environ, **role(who)}
+            procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env))
         metrics_url = f"http://127.0.0.1:{s.metrics_port}/metrics"
         console.print(
             Panel.fit(
-                f"MLflow UI          {s.mlflow_tracking_uri}\n"
-                f"detector metrics   {metrics_url}  (health: /healthz)\n"
+                f"MLflow UI          {s.mlflow_tracking_uri}"
+                + ("  (user admin: `iot-mlops stack env admin`)\n" if stack.secrets else "\n")
+                + f"detector metrics   {metrics_url}  (health: /healthz)\n"
                 f"Prometheus         http://127.0.0.1:{s.prometheus_port}\n"
                 f"Grafana            docker compose (see README); dashboard: grafana.json\n"
                 f"logs               {log_dir}",

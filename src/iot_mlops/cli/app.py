@@ -104,7 +104,7 @@ def stack_env(
     import shlex
 
     from iot_mlops.kafka.stack import Stack
-    from iot_mlops.security.credentials import ENV_NAMES, ROLES, StackSecrets
+    from iot_mlops.security.credentials import ROLES, StackSecrets
 
     s = settings_from(state_dir=state_dir)
     if role not in ROLES:
@@ -114,12 +114,8 @@ def stack_env(
             f"the stack in {s.state_dir} is not secure (no credentials)",
             fix="`iot-mlops stack up --secure` makes them",
         )
-    rs = Stack(s, with_prometheus=False).as_role(role)
-    for field, env in ENV_NAMES.items():
-        value = getattr(rs, field)
-        value = value.get_secret_value() if hasattr(value, "get_secret_value") else value
-        if value:
-            out.print(f"export {env}={shlex.quote(str(value))}", markup=False, highlight=False)
+    for env, value in Stack(s, with_prometheus=False).role_env(role).items():
+        out.print(f"export {env}={shlex.quote(value)}", markup=False, highlight=False)
 
 
 @stack_app.command("down")

@@ -443,6 +443,22 @@ class Stack:
             return self.user_settings
         return self.secrets.settings_for(self.user_settings, role, self.mlflow_url)
 
+    def role_env(self, role: str) -> dict[str, str]:
+        """The environment variables that make an iot-mlops command run as ``role`` (empty
+        on an open stack: every command works as it is)."""
+        from iot_mlops.security.credentials import ENV_NAMES
+
+        if self.secrets is None:
+            return {}
+        rs = self.as_role(role)
+        out = {}
+        for field, env in ENV_NAMES.items():
+            value = getattr(rs, field)
+            value = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+            if value:
+                out[env] = str(value)
+        return out
+
     def up(self, on_event: Callable[[str], None] = lambda _m: None) -> list[ServiceStatus]:
         with stack_lock(self.s.state_dir.resolve(), "up"):
             for svc in self.services:
