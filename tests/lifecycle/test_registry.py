@@ -228,6 +228,43 @@ def test_gate_refuses_the_worse_model_and_force_overrides(models: dict[str, Any]
 
 
 @slow_integration
+def test_rollback_returns_the_alias_to_the_versions_before(models: dict[str, Any]) -> None:
+    """After the gate test the alias went 1 (train --promote) → 2 (--force) → 1: each
+    rollback undoes one move, and with no earlier version it says so."""
+    s = models["settings"]
+    assert registry.resolve_alias(s) == "1"
+    r = cli(["promote", "--rollback"], s)
+    assert r.exit_code == 0, r.output
+    assert "version 2 (rolled back from 1)" in r.output
+    assert registry.resolve_alias(s) == "2"
+    assert registry.rollback(s) == ("2", "1")
+    assert registry.resolve_alias(s) == "1"
+    r = cli(["promote", "--rollback"], s)
+    assert r.exit_code == 1 and "no version held" in r.output, r.output
+    assert registry.resolve_alias(s) == "1"
+    assert cli(["promote", "1", "--rollback"], s).exit_code == 2  # one or the other
+    assert cli(["promote"], s).exit_code == 2
+
+
+@pytest.mark.unit
+def test_alias_history_rules() -> None:
+    from iot_mlops.lifecycle import history
+
+    h = history.promoted([], None, "1")
+    assert h == ["1"]
+    assert history.promoted(h, "1", "1") == ["1"]  # promoting the holder again: no new turn
+    h = history.promoted(history.promoted(h, "1", "2"), "2", "3")
+    assert h == ["1", "2", "3"]
+    # Moved by hand to 7 (MLflow's UI): the next promotion records 7's turn too.
+    assert history.promoted(h, "7", "8") == ["1", "2", "3", "7", "8"]
+    assert history.rolled_back(h, "3") == ("2", ["1", "2"])
+    assert history.rolled_back(["1"], "1") == (None, [])
+    assert history.rolled_back(h, "9") == ("3", h)  # moved by hand: back to the last known
+    assert history.parse("not json") == [] and history.parse('{"a": 1}') == []
+    assert history.parse(history.render([str(i) for i in range(80)]))[0] == "30"
+
+
+@slow_integration
 def test_models_lists_versions_aliases_and_metrics(models: dict[str, Any]) -> None:
     s = models["settings"]
     r = cli(["promote", "1", "--alias", "staging"], s)

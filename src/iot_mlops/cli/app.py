@@ -443,17 +443,30 @@ def _train_table(s: Settings, r: Any) -> Table:
 @app.command("promote")
 @friendly
 def promote_cmd(
-    version: str = typer.Argument(..., help="Model version to promote."),
+    version: str | None = typer.Argument(None, help="Model version to promote."),
     alias: str | None = env_option("--alias", "IOT_MLOPS_MODEL_ALIAS", "Alias"),
     force: bool = typer.Option(False, "--force", help="Promote even if its metrics are worse."),
+    rollback: bool = typer.Option(
+        False, "--rollback", help="Return the alias to the version that held it before."
+    ),
     model_name: str | None = typer.Option(None, "--model-name", help="Registered model name"),
 ) -> None:
     """Point the alias (default production) at VERSION, refused when its holdout metrics are
-    worse than the current version's unless --force."""
-    from iot_mlops.lifecycle.registry import promote
+    worse than the current version's unless --force; or, with --rollback, back at the
+    version before. Detectors swap to it at their next alias poll."""
+    from iot_mlops.lifecycle import registry
 
     s = settings_from(model_alias=alias, model_name=model_name)
-    d = promote(s, version, force=force)
+    if rollback == (version is not None):
+        raise ConfigError("give either a VERSION or --rollback", fix="`iot-mlops promote --help`")
+    if rollback:
+        was, now = registry.rollback(s)
+        out.print(
+            f"{s.model_name}@{s.model_alias} → version {now} (rolled back from {was})",
+            highlight=False,
+        )
+        return
+    d = registry.promote(s, version, force=force)
     note = "" if d.allowed else " [yellow](forced past the gate: " + d.reason + ")[/]"
     prev = f" (was version {d.current})" if d.current and d.current != d.candidate else ""
     out.print(f"{s.model_name}@{d.alias} → version {d.candidate}{prev}{note}", highlight=False)

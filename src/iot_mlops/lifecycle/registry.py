@@ -26,7 +26,7 @@ import httpx
 
 from iot_mlops.config import Settings
 from iot_mlops.errors import ModelError, ServiceError
-from iot_mlops.lifecycle import integrity
+from iot_mlops.lifecycle import history, integrity
 
 # Lower MASE is better; F1 (where both versions have labelled holdout data) must not drop by
 # more than this, since F1 on a handful of labelled anomalies is noisy.
@@ -387,8 +387,47 @@ def promote(
             fix=f"`iot-mlops promote {d.candidate} --alias {d.alias} --force` to promote anyway",
         )
     with mlflow_calls(settings) as client:
-        client.set_registered_model_alias(settings.model_name, d.alias, str(version))
+        past = _alias_history(client, settings.model_name, d.alias)
+        _move_alias(
+            client, settings.model_name, d.alias, str(version),
+            history.promoted(past, d.current, str(version)),
+        )  # fmt: skip
     return d
+
+
+def rollback(settings: Settings, alias: str | None = None) -> tuple[str, str]:
+    """Point ``alias`` back at the version that held it before the current one (no gate: it
+    served before). Returns (from, to); the detectors swap at their next alias poll."""
+    alias = alias or settings.model_alias
+    current = resolve_alias(settings, alias)
+    if current is None:
+        raise ModelError(
+            f"no version of {settings.model_name!r} has alias {alias!r}: nothing to roll back",
+            fix="`iot-mlops promote VERSION` sets it",
+        )
+    with mlflow_calls(settings) as client:
+        target, rest = history.rolled_back(
+            _alias_history(client, settings.model_name, alias), current
+        )
+    if target is None:
+        raise ModelError(
+            f"no version held {settings.model_name}@{alias} before version {current}",
+            fix="`iot-mlops models` lists the versions; `iot-mlops promote VERSION --force` "
+            "moves the alias to any of them",
+        )
+    get_version(settings, target)  # still registered, or a clear error naming the others
+    with mlflow_calls(settings) as client:
+        _move_alias(client, settings.model_name, alias, target, rest)
+    return current, target
+
+
+def _alias_history(client: Any, name: str, alias: str) -> list[str]:
+    return history.parse(client.get_registered_model(name).tags.get(history.tag_key(alias)))
+
+
+def _move_alias(client: Any, name: str, alias: str, version: str, past: list[str]) -> None:
+    client.set_registered_model_alias(name, alias, version)
+    client.set_registered_model_tag(name, history.tag_key(alias), history.render(past))
 
 
 def set_version_tags(settings: Settings, version: str, tags: dict[str, Any]) -> None:
