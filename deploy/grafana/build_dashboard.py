@@ -326,6 +326,56 @@ QUALITY = (
     ),
 )  # fmt: skip
 
+
+def _psi(over: str) -> str:
+    """Population stability index per metric: live values over ``over`` against the served
+    model's training deciles (the InputDriftHigh alert's expression, fleet-wide)."""
+    bins = f"iot_input_value_bin_total{{{JOB}}}"
+    live = (
+        f"clamp_min(sum by (metric_name, bin) (rate({bins}[{over}])) / on (metric_name) "
+        f"group_left sum by (metric_name) (rate({bins}[{over}])), 0.0001)"
+    )
+    train = f"clamp_min(max by (metric_name, bin) (iot_training_value_bin_share{{{JOB}}}), 0.0001)"
+    return f"sum by (metric_name) (({live} - {train}) * ln({live} / {train}))"
+
+
+SCORED = f'{DT}, outcome="scored"'
+MONITORING = (
+    Spec(
+        "timeseries", "Forecast interval coverage: live vs promised",
+        (
+            Query(f"sum(rate(iot_forecast_in_interval_total{{{DT}}}[30m])) / "
+                  f"sum(rate(iot_readings_total{{{SCORED}}}[30m]))", "live (30 m)"),
+            Query(f"max(iot_model_interval_nominal_coverage{{{JOB}}})", "promised"),
+        ),
+        (8, 8), "Share of scored readings inside the forecast interval, against the share the "
+        "served model's quantiles promise. Far below it (the ForecastCoverageLow alert), the "
+        "model no longer fits the data.",
+        unit=units.PercentUnit, limits=(0, 1), fill=0,
+    ),
+    Spec(
+        "timeseries", "Input drift (PSI) by metric",
+        (Query(_psi("1h"), "{{metric_name}}"),), (8, 8),
+        "Population stability index of each metric's live values (last hour) against the "
+        "served model's training deciles: above 0.1 a shift, above 0.25 (red line, the "
+        "InputDriftHigh alert) a drift: retrain on recent data.",
+        steps=(("green", None), ("orange", 0.1), ("red", 0.25)), threshold_line=True, fill=0,
+    ),
+    Spec(
+        "timeseries", "Mean scaled forecast error",
+        (Query(f"sum by (device_type) (rate(iot_forecast_abs_deviation_total{{{DT}}}[{RI}])) / "
+               f"sum by (device_type) (rate(iot_readings_total{{{SCORED}}}[{RI}]))",
+               "{{device_type}}"),),
+        (4, 8), "Mean |value - forecast median| of scored readings, in half-interval units "
+        "(1 = at the interval's edge): scale-free, comparable across metrics.", fill=0,
+    ),
+    Spec(
+        "stat", "Model age", (Query(f"max(iot_model_age_seconds{{{JOB}}})", "age", True),),
+        (4, 8), "Since the served model was trained (the ModelStale alert at 30 days).",
+        unit=units.Seconds, steps=(("green", None), ("orange", 14 * 86400), ("red", 30 * 86400)),
+    ),
+)  # fmt: skip
+
 SECTIONS: tuple[tuple[str, tuple[Spec, ...]], ...] = (
     ("Status", STATUS),
     ("Throughput and episodes", THROUGHPUT),
@@ -334,6 +384,7 @@ SECTIONS: tuple[tuple[str, tuple[Spec, ...]], ...] = (
     ("Model calls and series state", MODEL_CALLS),
     ("Kafka", KAFKA),
     ("Live quality and the model in use", QUALITY),
+    ("Model monitoring: live fit and input drift", MONITORING),
 )
 
 

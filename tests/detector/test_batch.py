@@ -226,3 +226,44 @@ def test_counts_wait_for_the_commit_and_only_gauges_are_set_before() -> None:
         assert registry.get_sample_value(name, {"device_type": "pump",
                                          "metric_name": "temperature", **(
             {"outcome": "scored"} if name == "iot_readings_total" else {})}) is None  # fmt: skip
+
+
+def test_model_monitoring_counts_coverage_error_and_profile_bins() -> None:
+    """Interval coverage, the scaled error and the input's bins of the training profile, all
+    counted only once committed; every profile bin is exported from the model's load on."""
+    from types import SimpleNamespace
+
+    from iot_mlops.scoring.calibrate import Calibration
+
+    engine = FakeEngine()
+    prof = {"temperature": {"edges": [10.0, 50.0], "shares": [0.2, 0.5, 0.3]}}
+    engine.model = SimpleNamespace(
+        metadata=SimpleNamespace(data={"profile": prof, "trained_at": 0}),
+        calibration=Calibration(lower_quantile=0.05, upper_quantile=0.95),
+    )
+    m = DetectorMetrics()
+    m.show_model(engine.model)
+
+    def value(name: str, **labels: str) -> float | None:
+        return m.registry.get_sample_value(name, labels)
+
+    assert value("iot_input_value_bin_total", metric_name="temperature", bin="0") == 0
+    assert value("iot_training_value_bin_share", metric_name="temperature", bin="1") == 0.5
+    assert value("iot_model_interval_nominal_coverage") == pytest.approx(0.9)
+    assert value("iot_model_age_seconds") == 0  # not recorded: no age
+    # Scored against the fake's interval [40, 60]: 45 and 55 inside, 500 outside.
+    msgs = batch(*((0, reading("a", v, i)) for i, v in enumerate((1.0, 45.0, 55.0, 500.0))))
+    out = process_batch(msgs, engine, settings(), OWNED)
+    series = {"device_type": "pump", "metric_name": "temperature"}
+    assert value("iot_forecast_in_interval_total", **series) is None  # not before the commit
+    apply_committed(out.deltas, m, done_ms=T0 + 10_000)
+    assert value("iot_forecast_in_interval_total", **series) == 2
+    assert value("iot_forecast_abs_deviation_total", **series) == 3.0  # 1.0 per scored reading
+    bins = [
+        value("iot_input_value_bin_total", metric_name="temperature", bin=str(b)) for b in range(3)
+    ]
+    assert bins == [0, 1, 2]  # 45 in [10, 50); 55 and 500 from 50 up
+    engine.model.metadata.data["trained_at"] = 1_000.0
+    m.show_model(engine.model)  # a new model: its age, and the live bins start again
+    assert value("iot_model_age_seconds") > 1e9
+    assert value("iot_input_value_bin_total", metric_name="temperature", bin="2") == 0

@@ -141,6 +141,14 @@ def test_flags_labelled_anomalies_and_dead_letters_bad_input(
     )
     assert scored > 0.8 * (n - len(GARBAGE))
     assert det.metric("iot_model_loaded") == 1
+    # Model monitoring on live data: readings inside the interval, the model's age, and every
+    # scored reading counted in a bin of the model's training profile (input drift).
+    samples = [s for fam in det.detector.metrics.registry.collect() for s in fam.samples]
+    inside = sum(s.value for s in samples if s.name == "iot_forecast_in_interval_total")
+    binned = sum(s.value for s in samples if s.name == "iot_input_value_bin_total")
+    assert 0.5 * scored < inside <= scored and binned == scored
+    assert 0.5 < det.metric("iot_model_interval_nominal_coverage") <= 1
+    assert 0 < det.metric("iot_model_age_seconds") < 86_400
 
 
 def test_sigkill_and_restart_publish_each_anomaly_exactly_once(

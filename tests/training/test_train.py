@@ -4,6 +4,7 @@ AutoGluon fit for the module), and its bad-input handling (no services needed)."
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,15 @@ def test_model_registered_promoted_with_signature_and_calibration(
     assert outputs[:3] == ["item_id", "timestamp", "mean"] and "0.99" in outputs
     assert "target" not in outputs
     # The calibration travels inside the model, identical to the run's record of it.
+    # The model age and the input-drift profile travel with the model (model/profile.py).
+    from iot_mlops.lifecycle import registry
+
+    data = registry.load_forecaster(s).metadata.data  # as the detector reads it
+    assert 0 < time.time() - data["trained_at"] < 3600
+    assert data["profile"], "no metric profiled"
+    for metric, prof in data["profile"].items():
+        assert "/" not in metric and len(prof["shares"]) == len(prof["edges"]) + 1, metric
+        assert sum(prof["shares"]) == pytest.approx(1.0)
     stored = info.metadata["iot_mlops"]["calibration"]
     run_cal = json.loads(
         Path(

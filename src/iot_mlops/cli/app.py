@@ -472,6 +472,33 @@ def promote_cmd(
     out.print(f"{s.model_name}@{d.alias} → version {d.candidate}{prev}{note}", highlight=False)
 
 
+@app.command("retrain")
+@friendly
+def retrain_cmd(
+    hours: float = typer.Option(
+        24.0, "--hours", help="Train on the last HOURS of readings in the input topic."
+    ),
+    trigger: str = typer.Option(
+        "manual", "--trigger", help="Why this cycle runs (recorded): manual, schedule, drift."
+    ),
+    model_name: str | None = typer.Option(None, "--model-name", help="Registered model name"),
+) -> None:
+    """One continuous-training cycle: collect the recent window, fit a challenger, register it
+    under the alias challenger with its lineage, compare it with production on the same
+    recent holdout, and promote it only when it is at least as good (an MLflow run records
+    the decision)."""
+    from iot_mlops.training.retrain import retrain
+
+    s = settings_from(model_name=model_name)
+    d = retrain(s, hours, trigger=trigger, console=console)
+    verdict = "[green]promoted[/]" if d.promoted else "[yellow]kept production[/]"
+    out.print(
+        f"challenger {s.model_name} v{d.challenger} ({d.rows:,} rows, {d.window_start} .. "
+        f"{d.window_end}): {verdict}: {d.reason}; decision run {d.run_id}",
+        highlight=False,
+    )
+
+
 @app.command("models")
 @friendly
 def models_cmd(

@@ -8,6 +8,7 @@ published record looks like is decided in ``detector/records.py``.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable
@@ -26,6 +27,7 @@ from iot_mlops.detector.records import (
     silence_record,
 )
 from iot_mlops.events import Reading, ReadingError, check_event_time, decode_reading
+from iot_mlops.model import profile
 from iot_mlops.scoring.engine import Engine, Result
 from iot_mlops.scoring.liveness import Silence
 
@@ -124,6 +126,11 @@ class MetricDeltas:
     dead_letters_truncated: Tally[str] = field(default_factory=Tally)  # by reason
     expired: int = 0  # series whose state was dropped
     stamps_ms: list[int] = field(default_factory=list)  # Kafka timestamps of the messages
+    # Model monitoring: interval coverage and deviation per (type, metric), and the scored
+    # values per (metric, bin) of the model's training profile (input drift).
+    in_interval: Tally[tuple[str, str]] = field(default_factory=Tally)
+    deviation_sum: dict[tuple[str, str], float] = field(default_factory=dict)
+    profile_bins: Tally[tuple[str, int]] = field(default_factory=Tally)
 
 
 @dataclass
@@ -174,6 +181,7 @@ def process_batch(
     # Expired at the sweep, or found expired at the series' next reading (then it restarts).
     out.deltas.expired = out.deltas.episode_events[("series", Silence.EXPIRED.value)]
     _count(results, out)
+    _monitor(results, out.deltas, _profile_edges(engine))
     return out
 
 
@@ -262,6 +270,31 @@ def _count(results: list[Result], out: BatchOutput) -> None:
             d.anomalies[series] += 1
 
 
+def _profile_edges(engine: Engine) -> dict[str, list[float]]:
+    """The bin edges of each metric in the served model's training profile (none for a model
+    trained before profiles were stored)."""
+    meta = getattr(getattr(engine, "model", None), "metadata", None)
+    prof = (getattr(meta, "data", None) or {}).get("profile") or {}
+    return {m: p["edges"] for m, p in prof.items()}
+
+
+def _monitor(results: list[Result], d: MetricDeltas, edges: dict[str, list[float]]) -> None:
+    for res in results:
+        sc = res.scored
+        if sc is None:
+            continue
+        r = res.reading
+        series = (r.device_type, r.metric_name)
+        if sc.lower <= r.metric_value <= sc.upper:
+            d.in_interval[series] += 1
+        if math.isfinite(sc.deviation):
+            d.deviation_sum[series] = d.deviation_sum.get(series, 0.0) + sc.deviation
+        metric = profile.metric_of(r.series_id)
+        e = edges.get(metric)
+        if e is not None:
+            d.profile_bins[(metric, profile.bin_of(e, r.metric_value))] += 1
+
+
 # --- applying the deltas ------------------------------------------------------------------
 
 
@@ -315,6 +348,12 @@ def apply_committed(d: MetricDeltas, m: DetectorMetrics, done_ms: float) -> None
             counter.labels(*m.series_labels(dtype, metric)).inc(n)
     for labels, n in d.episode_events.items():
         m.episode_events.labels(*labels).inc(n)
+    for series, n in d.in_interval.items():
+        m.forecast_in_interval.labels(*m.series_labels(*series)).inc(n)
+    for series, total in d.deviation_sum.items():
+        m.forecast_deviation.labels(*m.series_labels(*series)).inc(total)
+    for (metric, b), n in d.profile_bins.items():
+        m.input_value_bins.labels(metric, str(b)).inc(n)
     if d.expired:
         m.series_expired.inc(d.expired)
     for reason, n in d.dead_letters.items():

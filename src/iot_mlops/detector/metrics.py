@@ -11,6 +11,7 @@ capped number of series (``IOT_MLOPS_SERIES_GAUGE_LIMIT``).
 from __future__ import annotations
 
 import functools
+import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -34,6 +35,7 @@ class DetectorMetrics:
         self._stream(self.registry)
         self._model(self.registry)
         self._quality(self.registry)
+        self._monitoring(self.registry)
         self._per_series(self.registry)
 
     def series_labels(
@@ -177,6 +179,69 @@ class DetectorMetrics:
         self.true_positives = live("true_positives", "Readings in an episode, labelled anomalous")
         self.false_positives = live("false_positives", "Readings in an episode, labelled normal")
         self.false_negatives = live("false_negatives", "Labelled anomalies outside any episode")
+
+    def _monitoring(self, r: CollectorRegistry) -> None:
+        """How well the served model fits live data (issue 15): interval coverage and error
+        against what it promised, input drift against its training profile, its age."""
+        counter, gauge = (
+            functools.partial(Counter, registry=r),
+            functools.partial(Gauge, registry=r),
+        )
+        self.forecast_in_interval = counter(
+            "iot_forecast_in_interval",
+            "Scored readings inside the forecast interval (÷ scored readings = live coverage)",
+            SERIES,
+        )
+        self.forecast_deviation = counter(
+            "iot_forecast_abs_deviation",
+            "Sum over scored readings of |value - forecast median| in half-interval units "
+            "(÷ scored readings = the mean scaled error)",
+            SERIES,
+        )
+        self.interval_nominal = gauge(
+            "iot_model_interval_nominal_coverage",
+            "Share of readings the served model's interval should hold (upper - lower quantile)",
+        )
+        self.target_false_alarm_rate = gauge(
+            "iot_model_target_false_alarm_rate",
+            "False alarms per scored reading the served model's threshold was calibrated for",
+        )
+        self._trained_at = 0.0
+        self.model_age = gauge(
+            "iot_model_age_seconds",
+            "Seconds since the served model was trained (0: no model, or not recorded)",
+        )
+        self.model_age.set_function(
+            lambda: time.time() - self._trained_at if self._trained_at else 0.0
+        )
+        # metric_name: the profiled metrics (model/profile.py caps them); bin: 0-9
+        self.input_value_bins = counter(
+            "iot_input_value_bin",
+            "Scored readings per decile bin of the model's training values",
+            ("metric_name", "bin"),
+        )
+        self.training_bin_share = gauge(
+            "iot_training_value_bin_share",
+            "Share of the served model's training values in each decile bin",
+            ("metric_name", "bin"),
+        )
+
+    def show_model(self, model: object) -> None:
+        """The served model's promises and profile, for comparing live data with them."""
+        cal = getattr(model, "calibration", None)
+        if cal is not None:
+            self.interval_nominal.set(cal.upper_quantile - cal.lower_quantile)
+            self.target_false_alarm_rate.set(cal.target_false_alarm_rate)
+        data = getattr(getattr(model, "metadata", None), "data", None) or {}
+        self._trained_at = float(data.get("trained_at") or 0)
+        # Live counts restart with the new model's bins; every bin is exported from the start
+        # (at 0), so a bin live data never reaches still counts in the PSI.
+        self.training_bin_share.clear()
+        self.input_value_bins.clear()
+        for metric, prof in (data.get("profile") or {}).items():
+            for b, share in enumerate(prof["shares"]):
+                self.training_bin_share.labels(metric, str(b)).set(share)
+                self.input_value_bins.labels(metric, str(b))
 
     def _per_series(self, r: CollectorRegistry) -> None:
         """Latest values of at most ``IOT_MLOPS_SERIES_GAUGE_LIMIT`` series."""

@@ -177,6 +177,7 @@ class Detector:
         m.model_info.clear()
         m.model_info.labels(s.model_name, str(model.version), s.model_alias).set(1)
         m.model_loaded.set(1)
+        m.show_model(model)
         m.model_reloads.labels(result="success").inc()
         log.info("using %s version %s", s.model_name, model.version)
 

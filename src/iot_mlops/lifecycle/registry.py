@@ -395,6 +395,18 @@ def promote(
     return d
 
 
+def set_alias(settings: Settings, alias: str, version: str) -> None:
+    """Point ``alias`` at ``version`` without the gate (e.g. ``challenger``), keeping its
+    history like a promotion."""
+    current = resolve_alias(settings, alias)
+    with mlflow_calls(settings) as client:
+        past = _alias_history(client, settings.model_name, alias)
+        _move_alias(
+            client, settings.model_name, alias, str(version),
+            history.promoted(past, current, str(version)),
+        )  # fmt: skip
+
+
 def rollback(settings: Settings, alias: str | None = None) -> tuple[str, str]:
     """Point ``alias`` back at the version that held it before the current one (no gate: it
     served before). Returns (from, to); the detectors swap at their next alias poll."""

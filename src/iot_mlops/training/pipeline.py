@@ -19,15 +19,17 @@ import math
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from iot_mlops.config import Settings
 from iot_mlops.data.grid import PreparedData, prepare
 from iot_mlops.errors import ConfigError
+from iot_mlops.model import profile
 from iot_mlops.model.metadata import ModelMetadata
 from iot_mlops.model.pyfunc import ForecastModel
 from iot_mlops.progress import Reporter
@@ -54,6 +56,8 @@ class TrainResult:
     dropped_series: list[str]
     promotion: Any = None  # registry.PromotionDecision when --promote was asked
     promotion_error: str | None = None
+    # The split the metrics came from: retrain compares production on the same holdout.
+    holdout: list[SplitSeries] = field(default_factory=list)
 
 
 @dataclass
@@ -99,7 +103,12 @@ def train(
         meta = meta.calibrated(
             ev.calibration,
             {k: v for k, v in metrics.items() if math.isfinite(v)},
-            {"hash": data_hash(td.path), "n_series": len(td.series)},
+            {
+                "hash": data_hash(td.path),
+                "n_series": len(td.series),
+                "trained_at": time.time(),  # the detector exports the model's age
+                "profile": _profile(td.series),  # input drift (PSI) against these values
+            },
         )
         model.metadata = meta.to_dict()
         params = _params(settings, td, models, fitted.best, meta)
@@ -112,6 +121,7 @@ def train(
         run_id=run_id, version=version, model_uri=f"models:/{settings.model_name}/{version}",
         metrics=metrics, params=params, calibration=ev.calibration, best_model=fitted.best,
         leaderboard=fitted.leaderboard, train_seconds=fitted.seconds, dropped_series=td.dropped,
+        holdout=td.series,
     )  # fmt: skip
     if promote:
         try:
@@ -144,6 +154,15 @@ def _fit(td: TrainingData, settings: Settings, models: list[str], workdir: Path)
     )  # fmt: skip
     seconds = time.perf_counter() - t0
     return Fitted(predictor, predictor.leaderboard(), str(predictor.model_best), seconds)
+
+
+def _profile(series: list[SplitSeries]) -> dict[str, Any]:
+    """Each metric's training-value deciles, from the fit part (labelled anomalies out)."""
+    values: dict[str, list[Any]] = {}
+    for s in series:
+        y = s.y[: s.start][~s.label[: s.start]]
+        values.setdefault(profile.metric_of(s.item_id), []).append(y)
+    return profile.build({m: np.concatenate(v) for m, v in values.items()})
 
 
 def _metadata(settings: Settings, td: TrainingData, models: list[str], best: str) -> ModelMetadata:
