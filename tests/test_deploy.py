@@ -219,6 +219,17 @@ def test_alert_rules_are_complete() -> None:
 
 
 @pytest.mark.unit
+def test_input_drift_alert_is_the_projects_psi() -> None:
+    """InputDriftHigh computes model/profile.py's PSI (the one the dashboard and the trainer's
+    drift trigger use), at the bound the docs give."""
+    from iot_mlops.model import profile
+
+    rules = {r["alert"]: r for r in _alert_rules()}
+    want = profile.psi_promql('job="anomaly-detector"', "1h", ("instance", "metric_name"))
+    assert re.sub(r"\s", "", rules["InputDriftHigh"]["expr"]) == re.sub(r"\s", "", want) + ">0.25"
+
+
+@pytest.mark.unit
 def test_alert_and_dashboard_metrics_are_exported_by_the_detector() -> None:
     exported = _exposed_samples()
     used_alerts = set().union(*(_metric_names(r["expr"]) for r in _alert_rules()))

@@ -38,6 +38,8 @@ from grafana_foundation_sdk.models import units
 from grafana_foundation_sdk.models.heatmap import HeatmapColorMode
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
+from iot_mlops.model import profile
+
 ROOT = Path(__file__).resolve().parents[2]
 PROVISIONED = ROOT / "deploy/grafana/dashboards/iot-anomaly-detection.json"
 IMPORTABLE = ROOT / "grafana.json"
@@ -328,15 +330,8 @@ QUALITY = (
 
 
 def _psi(over: str) -> str:
-    """Population stability index per metric: live values over ``over`` against the served
-    model's training deciles (the InputDriftHigh alert's expression, fleet-wide)."""
-    bins = f"iot_input_value_bin_total{{{JOB}}}"
-    live = (
-        f"clamp_min(sum by (metric_name, bin) (rate({bins}[{over}])) / on (metric_name) "
-        f"group_left sum by (metric_name) (rate({bins}[{over}])), 0.0001)"
-    )
-    train = f"clamp_min(max by (metric_name, bin) (iot_training_value_bin_share{{{JOB}}}), 0.0001)"
-    return f"sum by (metric_name) (({live} - {train}) * ln({live} / {train}))"
+    """Population stability index per metric, fleet-wide (the InputDriftHigh alert's)."""
+    return profile.psi_promql(JOB, over)
 
 
 SCORED = f'{DT}, outcome="scored"'

@@ -100,3 +100,31 @@ def test_recent_window_keeps_the_last_hours_of_event_time() -> None:
     assert list(out["value"]) == list(range(42, 48))
     with pytest.raises(Exception, match="positive"):
         recent_window(df, 0)
+
+
+@slow_integration
+def test_trainer_service_runs_a_cycle_and_stops(fleet: Settings, stack_settings: Settings) -> None:
+    """`iot-mlops trainer` against the real services: the first cycle at once, then it stops
+    (--max-cycles); the session's Prometheus has no detector data, so no drift evidence."""
+    from iot_mlops.training import trainer
+
+    prom = f"http://127.0.0.1:{stack_settings.prometheus_port}"
+    assert trainer.fleet_psi(prom) is None  # reachable or not: never a crash, never drift
+    s = isolated(fleet, "trainer")  # a model of its own
+    before = len(_decisions_or_none(s))
+    r = run_cli(
+        ["trainer", "--hours", "12", "--max-cycles", "1", "--poll", "0.1",
+         "--prometheus-url", prom],
+        _env(s),
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "first cycle" in r.output and "stopped after 1 cycle(s)" in r.output, r.output
+    assert registry.resolve_alias(s) == "1"
+    client = mlflow.MlflowClient(s.mlflow_tracking_uri, s.mlflow_tracking_uri)
+    assert client.get_model_version(s.model_name, "1").tags["lineage.trigger"] == "first"
+    assert len(_decisions(client, s)) == before + 1
+
+
+def _decisions_or_none(s: Settings) -> list[Any]:
+    client = mlflow.MlflowClient(s.mlflow_tracking_uri, s.mlflow_tracking_uri)
+    return _decisions(client, s) if client.get_experiment_by_name(s.experiment_name) else []

@@ -499,6 +499,51 @@ def retrain_cmd(
     )
 
 
+@app.command("trainer")
+@friendly
+def trainer_cmd(
+    hours: float = typer.Option(24.0, "--hours", help="Each cycle trains on the last HOURS."),
+    every_h: float = typer.Option(24.0, "--every", help="A cycle at least every EVERY hours."),
+    drift_psi: float = typer.Option(
+        0.25, "--drift-psi", help="...and earlier when a metric's input PSI is above this."
+    ),
+    cooldown_h: float = typer.Option(
+        1.0, "--cooldown", help="Hours between drift-triggered cycles at the least."
+    ),
+    retry_min: float = typer.Option(
+        10.0, "--retry", help="Minutes before retrying a failed cycle."
+    ),
+    poll_s: float = typer.Option(60.0, "--poll", help="Seconds between drift checks."),
+    prometheus_url: str | None = typer.Option(
+        None, "--prometheus-url", help="Where the detectors' metrics are (default: the stack's)."
+    ),
+    max_cycles: int | None = typer.Option(None, "--max-cycles", help="Stop after N cycles."),
+) -> None:
+    """Continuous training: retrain on a schedule and when the input drifts (PSI from
+    Prometheus), each cycle as `iot-mlops retrain`. SIGTERM / Ctrl-C stop it between cycles."""
+    import signal
+    import threading
+
+    from iot_mlops.training import trainer
+    from iot_mlops.training.retrain import retrain
+
+    s = settings_from()
+    url = prometheus_url or f"http://127.0.0.1:{s.prometheus_port}"
+    sched = trainer.Schedule(every_h * 3600, drift_psi, cooldown_h * 3600, retry_min * 60)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_a: stop.set())
+
+    def cycle(trigger: str, psi: float | None) -> None:
+        d = retrain(s, hours, trigger=trigger, console=console, drift_psi=psi)
+        verdict = "promoted" if d.promoted else "kept production"
+        console.print(f"trainer: {trigger} cycle: v{d.challenger} {verdict}: {d.reason}")
+
+    console.print(f"trainer: every {every_h:g} h, or at PSI > {drift_psi:g} ({url})")
+    n = trainer.run(cycle, sched, lambda: trainer.fleet_psi(url), stop, poll_s, max_cycles)
+    console.print(f"trainer: stopped after {n} cycle(s)")
+
+
 @app.command("models")
 @friendly
 def models_cmd(

@@ -52,3 +52,17 @@ def psi(expected: list[float], observed_counts: list[float]) -> float:
         p, q = max(c / total, EPS), max(q, EPS)
         out += (p - q) * math.log(p / q)
     return out
+
+
+def psi_promql(selector: str, window: str, by: tuple[str, ...] = ("metric_name",)) -> str:
+    """The PSI per ``by`` group as PromQL: live bin shares over ``window`` against the served
+    model's training shares, each clamped to ``EPS`` (one definition for the InputDriftHigh
+    alert, the dashboard and the trainer's drift trigger)."""
+    g = ", ".join(by)
+    bins = f"iot_input_value_bin_total{{{selector}}}"
+    live = (
+        f"clamp_min(sum by ({g}, bin) (rate({bins}[{window}])) / on ({g}) group_left "
+        f"sum by ({g}) (rate({bins}[{window}])), {EPS:g})"
+    )
+    train = f"clamp_min(max by ({g}, bin) (iot_training_value_bin_share{{{selector}}}), {EPS:g})"
+    return f"sum by ({g}) (({live} - {train}) * ln({live} / {train}))"

@@ -53,8 +53,13 @@ def recent_window(df: pd.DataFrame, hours: float) -> pd.DataFrame:
 
 
 def retrain(
-    settings: Settings, hours: float, trigger: str = "manual", console: Any | None = None
+    settings: Settings,
+    hours: float,
+    trigger: str = "manual",
+    console: Any | None = None,
+    drift_psi: float | None = None,
 ) -> RetrainDecision:
+    """One cycle; ``drift_psi``: the drift evidence that triggered it (recorded)."""
     from iot_mlops.data.collect import collect
     from iot_mlops.lifecycle import registry
     from iot_mlops.training.pipeline import train
@@ -75,7 +80,10 @@ def retrain(
         window_start=format_ts(int(ts.min().value // 1_000_000)),
         window_end=format_ts(int(ts.max().value // 1_000_000)),
     )  # fmt: skip
-    registry.set_version_tags(settings, result.version, _lineage(decision, hours))
+    lineage = _lineage(decision, hours)
+    if drift_psi is not None and math.isfinite(drift_psi):
+        lineage["lineage.drift_psi"] = f"{drift_psi:.4f}"
+    registry.set_version_tags(settings, result.version, lineage)
     registry.set_alias(settings, CHALLENGER, result.version)
     _decide(settings, decision, result.holdout)
     if decision.promoted:
