@@ -40,6 +40,7 @@ ONE_SHOTS = {"secrets-init", "provision", "trainer"}
 CLIENT_PRINCIPALS = {
     "provision": ("admin", "admin"),
     "trainer": ("reader", "trainer"),
+    "continuous-trainer": ("reader", "trainer"),
     "anomaly-detector": ("detector", "detector"),
     "simulator": ("device", None),
 }
@@ -227,6 +228,29 @@ def test_input_drift_alert_is_the_projects_psi() -> None:
     rules = {r["alert"]: r for r in _alert_rules()}
     want = profile.psi_promql('job="anomaly-detector"', "1h", ("instance", "metric_name"))
     assert re.sub(r"\s", "", rules["InputDriftHigh"]["expr"]) == re.sub(r"\s", "", want) + ">0.25"
+
+
+@pytest.mark.unit
+def test_compose_continuous_trainer_runs_the_trainer_on_prometheus_drift() -> None:
+    """The Compose trainer service is `iot-mlops trainer`, reads the drift from the
+    Compose Prometheus, and its default bound is the InputDriftHigh alert's."""
+    from typer.main import get_command
+
+    from iot_mlops.cli.app import app
+
+    services = _services()
+    cmd = services["continuous-trainer"]["command"]
+    assert cmd[0] == "trainer"
+    args = dict(zip(cmd[1::2], cmd[2::2], strict=True))
+    assert set(args) <= {p.opts[0] for p in get_command(app).commands["trainer"].params}
+    assert args["--prometheus-url"] == "http://prometheus:9090"
+    assert "9090" in str(services["prometheus"]["healthcheck"]["test"])
+    psi = re.fullmatch(r"\$\{TRAINER_DRIFT_PSI:-([0-9.]+)\}", args["--drift-psi"])
+    assert psi, args["--drift-psi"]
+    rules = {r["alert"]: r for r in _alert_rules()}
+    assert rules["InputDriftHigh"]["expr"].rstrip().endswith(f"> {psi.group(1)}")
+    for var in ("TRAINER_EVERY_HOURS", "TRAINER_WINDOW_HOURS", "TRAINER_DRIFT_PSI"):
+        assert f"{var}=" in ENV_EXAMPLE.read_text(), var
 
 
 @pytest.mark.unit
