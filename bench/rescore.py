@@ -97,6 +97,10 @@ VARIANTS = {
     "hold 0.5 (longer episodes)": replace(BASE, episodes=_episodes(hold=0.5)),
     "no relearning": replace(BASE, episodes=_episodes(relearn_after=0)),
     "device episodes as series (close after 10)": replace(BASE, device_episodes=None),
+    "device episodes never renewed (before 2026-12-04)": replace(
+        BASE, device_episodes=_device(renew_after=0)
+    ),
+    "device episodes renewed after 60": replace(BASE, device_episodes=_device(renew_after=60)),
 }
 
 

@@ -157,6 +157,28 @@ def test_episode_event_falls_back_to_the_engine_version() -> None:
     assert key == b"old" and ev["model_version"] == "9"
 
 
+def test_a_renewed_device_episode_publishes_the_old_ones_close_before_the_new_open() -> None:
+    from iot_mlops.scoring.device import DeviceDecision
+
+    def summary(change: Change, start: int, end: int | None) -> EpisodeSummary:
+        return EpisodeSummary(change, f"pump-1@{start}", start, end, Onset(start, 0.0), 1.0, 3, ())
+
+    r = reading("pump-1", 500.0, 1)
+    dev = DeviceDecision(
+        t_ms=T0 + 1000, score=1.0, log_p=-20.0, onset=True, in_episode=True, closed=False,
+        metrics=("temperature",), metric_count=2,
+        episode=summary(Change.OPENED, T0 + 1000, None),
+        superseded=summary(Change.ACCEPTED, T0, T0 + 1000),
+    )  # fmt: skip
+    res = Result(r, Outcome.SCORED, None, dev)
+    evs = [orjson.loads(v) for _k, v in episode_records(res, ModelStamp("M", "p", "9", 1))]
+    assert [(e["event"], e["level"], e["reason"]) for e in evs] == [
+        ("closed", "device", "accepted"),
+        ("opened", "device", None),
+    ]
+    assert evs[0]["episode_id"] != evs[1]["episode_id"]
+
+
 def test_deltas_apply_to_the_metrics_and_gauges_are_capped() -> None:
     msgs = batch(
         (0, reading("a", 1.0, 0)), (0, reading("a", 500.0, 1, False)),

@@ -62,3 +62,55 @@ def test_a_metric_still_away_from_its_level_holds_the_device_episode() -> None:
     quiet = DeviceState("pump-2")
     quiet_decisions = [quiet.observe("a", t, 0.0, rules, hold_log_p=away) for t in range(5)]
     assert not any(q.onset for q in quiet_decisions if q is not None)
+
+
+def _two_metric_device(rules: Rules) -> DeviceState:
+    d = DeviceState("pump-1")
+    for m in ("a", "b"):
+        d.observe(m, 0, 0.0, rules)
+    return d
+
+
+def test_a_new_departure_after_the_series_relearnt_renews_the_device_episode() -> None:
+    """A device episode held open (its metric still away from the old level) is renewed by
+    fresh onset-level evidence once it has lasted renew_after steps: the old episode closes
+    as accepted and a new one opens at that step; before renew_after it is the same episode."""
+    from iot_mlops.scoring.episodes import Change, EpisodePolicy
+
+    policy = EpisodePolicy(close_after=30, departure_hold=2.0, renew_after=10)
+    rules = Rules(RULES.calibration, device_episodes=policy)
+    d, away = _two_metric_device(rules), LR * 2.5
+
+    def step(t: int, a: float, hold: float | None = away):
+        d.observe("a", t, a, rules, hold_log_p=hold)
+        dec = d.observe("b", t, 0.0, rules)
+        assert dec is not None and dec.t_ms == t
+        return dec
+
+    assert step(1, LR - 20, None).onset
+    assert all(step(t, 0.0).in_episode for t in range(2, 5))
+    early = step(5, LR - 20)  # rare again, but within renew_after: still the first episode
+    assert not early.onset and early.superseded is None and early.in_episode
+    for t in range(6, 12):
+        assert step(t, 0.0).in_episode  # held by the departure alone
+    renewed = step(12, LR - 20)
+    assert renewed.onset and renewed.in_episode and not renewed.closed
+    old, new = renewed.superseded, renewed.episode
+    assert old is not None and new is not None
+    assert (old.change, old.started_ms, old.ended_ms, old.readings) == (Change.ACCEPTED, 1, 12, 11)
+    assert (new.change, new.started_ms) == (Change.OPENED, 12) and new.episode_id != old.episode_id
+    assert not step(13, 0.0).onset  # one onset per departure
+
+
+def test_device_episodes_are_never_renewed_when_renew_after_is_0() -> None:
+    from iot_mlops.scoring.episodes import EpisodePolicy
+
+    rules = Rules(RULES.calibration, device_episodes=EpisodePolicy(close_after=30))
+    d = _two_metric_device(rules)
+    onsets = []
+    for t in range(1, 60):
+        d.observe("a", t, LR - 20, rules)
+        dec = d.observe("b", t, 0.0, rules)
+        assert dec is not None and dec.superseded is None
+        onsets.append(dec.onset)
+    assert onsets == [True] + [False] * 58

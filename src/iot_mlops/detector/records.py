@@ -35,8 +35,12 @@ def episode_records(res: Result, stamp: ModelStamp) -> list[Record]:
     if sc is not None and sc.episode is not None:
         out.append(_record(res, sc.episode, "series", stamp, sc.model_version))
     dev = res.device
-    if dev is not None and dev.episode is not None and dev.metric_count > 1:
-        out.append(_record(res, dev.episode, "device", stamp, sc.model_version if sc else ""))
+    if dev is not None and dev.metric_count > 1:
+        version = sc.model_version if sc else ""
+        # A renewed device episode: the old one's closed event comes before the new opened.
+        for ep in (dev.superseded, dev.episode):
+            if ep is not None:
+                out.append(_record(res, ep, "device", stamp, version))
     return out if r.device_id else []
 
 

@@ -8,7 +8,9 @@ dominated by the rarest ones, so one clearly broken sensor is enough and several
 ones add up). A time step is decided as soon as every metric the device has reported so far
 has reported it, or when a later time arrives (a metric missing at that step), so decisions do
 not depend on how the log is split into batches. The device's episode follows the same policy
-as a series'; SKAB's labels and an operator's tickets are per device.
+as a series', except that it is renewed by a new departure once its series have relearnt
+the old one (``EpisodePolicy.renew_after``); SKAB's labels and an operator's tickets are per
+device.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class DeviceDecision:
     metrics: tuple[str, ...]  # metrics whose evidence alone reaches the target rate
     metric_count: int  # metrics the device has reported so far
     episode: EpisodeSummary | None = None
+    # The episode this decision's new onset replaced (closed as accepted), if any.
+    superseded: EpisodeSummary | None = None
 
 
 def harmonic_mean_log_p(log_ps: list[float]) -> float:
@@ -83,6 +87,10 @@ class DeviceState:
             if self.pending_hold
             else None
         )
+        superseded = None
+        if self.episode.renews(log_p, rules.log_rate, rules.device_policy):
+            superseded = summarise(self.episode, self.device_id, Change.ACCEPTED, t)
+            self.episode.close()
         change = self.episode.step(
             Onset(t, math.nan), log_p, score, fired, rules.log_rate, rules.device_policy, hold
         )
@@ -97,4 +105,5 @@ class DeviceState:
             fired,
             len(self.known),
             summarise(self.episode, self.device_id, change, t),
+            superseded,
         )

@@ -15,6 +15,13 @@ stricter than the onset's, so a slow drift away from a short history is not held
 when the series is back (a valve reopened) or, after ``max_readings``, as *accepted*: the
 departure is the new normal.
 
+A device does not relearn (its series do), so its episode can outlive what it stood for: once
+it has lasted ``renew_after`` readings (its series have relearnt the departure by then),
+evidence that reaches the onset's bar again is a new departure, not more of the old one. The
+old episode closes as accepted and a new one opens at that reading (``renews``), so a second
+change inside a long device episode (a valve closed, then a pump failing) is an alarm of its
+own instead of being hidden by the first.
+
 Operators get one incident per departure; labelled benchmarks reward exactly that (the onset
 counts, every further alarm outside a window costs), and the in-episode flag says "still
 anomalous" for long anomalies (a valve closed for minutes).
@@ -42,6 +49,8 @@ class EpisodePolicy:
     max_readings: int = 0  # readings after which an episode closes as accepted; 0 = never
     # The departure from the pre-onset level holds an episode at p <= rate ** this.
     departure_hold: float = 0.75
+    # Readings after which fresh onset-level evidence opens a new episode; 0 = never.
+    renew_after: int = 0
 
     @property
     def relearns_before_accepting(self) -> bool:
@@ -51,8 +60,8 @@ class EpisodePolicy:
     def __post_init__(self) -> None:
         if self.close_after < 1 or not 0.0 < self.hold <= 1.0:
             raise ValueError("close_after >= 1 and 0 < hold <= 1 required")
-        if self.relearn_after < 0 or self.max_readings < 0:
-            raise ValueError("relearn_after >= 0 and max_readings >= 0 required")
+        if min(self.relearn_after, self.max_readings, self.renew_after) < 0:
+            raise ValueError("relearn_after, max_readings and renew_after must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,14 @@ class Episode:
     peak_score: float = 0.0
     channels: set[str] = field(default_factory=set)
     onset: Onset | None = None
+
+    def renews(self, log_p: float, log_rate: float, policy: EpisodePolicy) -> bool:
+        """Whether this decision's evidence is a new departure that replaces the open
+        episode (the caller closes it with ``close`` and then ``step`` opens the new one)."""
+        return self.open and 0 < policy.renew_after <= self.readings and log_p <= log_rate
+
+    def close(self) -> None:
+        self.open = False
 
     def step(
         self,

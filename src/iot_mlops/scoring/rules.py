@@ -50,8 +50,12 @@ def engine_options(settings: Any) -> dict[str, Any]:
             season_max_period=settings.season_max_period,
         ),
         "episodes": episodes,
-        # A device does not relearn (its series do); it closes after its own run of steps.
+        # A device does not relearn (its series do); it closes after its own run of steps,
+        # and fresh rare evidence after its series have relearnt is a new departure.
         "device_episodes": replace(
-            episodes, close_after=settings.device_episode_close_after, relearn_after=0
+            episodes,
+            close_after=settings.device_episode_close_after,
+            relearn_after=0,
+            renew_after=settings.device_episode_renew_after,
         ),
     }
