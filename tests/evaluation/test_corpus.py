@@ -297,3 +297,32 @@ def test_missing_stretch_is_a_gap_outside_the_windows(hard: CorpusInfo) -> None:
             )
         ]
         assert outside, s.relpath
+
+
+def test_the_simulator_corpus_regrouped_as_device_files(tmp_path: Path) -> None:
+    """One file per device, a column per metric, labelled where any of its series is; read by
+    evaluate's multi-sensor loader with --label-column."""
+    from iot_mlops.evaluation.corpus.devices import LABEL_COLUMN, device_files
+    from iot_mlops.evaluation.datasets import ReadOptions, load_corpus
+
+    info = simulator_corpus(tmp_path / "sim", n_devices=2, n_steps=500, seed=5)
+    paths = device_files(info.data_dir, info.labels_path, tmp_path / "dev")
+    labels = json.loads(info.labels_path.read_text())
+    assert [p.stem for p in paths] == sorted(p.name for p in info.data_dir.iterdir())
+    for p in paths:
+        df = pd.read_csv(p)
+        metrics = sorted(f.stem for f in (info.data_dir / p.stem).glob("*.csv"))
+        assert list(df.columns) == ["timestamp", *metrics, LABEL_COLUMN] and len(df) == 500
+        ts = pd.to_datetime(df["timestamp"], utc=True)
+        union = np.zeros(len(df), dtype=bool)
+        for m in metrics:
+            for w in labels[f"{p.stem}/{m}.csv"]:
+                union |= (
+                    (ts >= pd.Timestamp(w["start"])) & (ts <= pd.Timestamp(w["end"]))
+                ).to_numpy()
+        assert (df[LABEL_COLUMN].to_numpy() == union).all()
+    assert any(pd.read_csv(p)[LABEL_COLUMN].any() for p in paths)
+    loaded = load_corpus(tmp_path / "dev", ReadOptions(label_column=LABEL_COLUMN))
+    assert [x.m for x in loaded] == [
+        len(list((info.data_dir / p.stem).glob("*.csv"))) for p in paths
+    ]
