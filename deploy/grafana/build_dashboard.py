@@ -46,7 +46,7 @@ IMPORTABLE = ROOT / "grafana.json"
 
 DATASOURCE_UID = "prometheus-iot"  # deploy/grafana/provisioning/datasources/prometheus.yaml
 DASHBOARD_UID = "iot-anomaly-detection"
-JOB = 'job="anomaly-detector"'
+JOB = profile.DETECTOR_JOB
 RI = "$__rate_interval"
 # The device-type filter applied to the fleet-wide panels.
 DT = f'{JOB}, device_type=~"$device_type"'

@@ -193,9 +193,6 @@ class Settings(BaseSettings):
     episode_close_after: int = Field(10, ge=1)
     # A device's episode (its metrics combined) closes after this many ordinary time steps.
     device_episode_close_after: int = Field(30, ge=1)
-    # Steps after which a device episode is renewed by fresh onset-level evidence (a new
-    # departure, once its series have relearnt the old one: regime_relearn_after); 0 = never.
-    device_episode_renew_after: int = Field(30, ge=0)
     # A batch (one transaction) closes at batch_max_messages or after batch_max_wait_ms,
     # whichever comes first: the count sizes transactions for throughput under load, the time
     # bound keeps latency at low load from waiting for a full batch. Each batch costs one

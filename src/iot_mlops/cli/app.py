@@ -524,11 +524,12 @@ def trainer_cmd(
     import signal
     import threading
 
+    from iot_mlops.kafka.stack import Prometheus
     from iot_mlops.training import trainer
     from iot_mlops.training.retrain import retrain
 
     s = settings_from()
-    url = prometheus_url or f"http://127.0.0.1:{s.prometheus_port}"
+    url = prometheus_url or Prometheus(s).url
     sched = trainer.Schedule(every_h * 3600, drift_psi, cooldown_h * 3600, retry_min * 60)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

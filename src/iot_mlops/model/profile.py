@@ -54,6 +54,10 @@ def psi(expected: list[float], observed_counts: list[float]) -> float:
     return out
 
 
+# The Prometheus job that scrapes the detectors (deploy/prometheus, the embedded stack's config).
+DETECTOR_JOB = 'job="anomaly-detector"'
+
+
 def psi_promql(selector: str, window: str, by: tuple[str, ...] = ("metric_name",)) -> str:
     """The PSI per ``by`` group as PromQL: live bin shares over ``window`` against the served
     model's training shares, each clamped to ``EPS`` (one definition for the InputDriftHigh

@@ -87,12 +87,10 @@ class DeviceState:
             if self.pending_hold
             else None
         )
-        superseded = None
-        if self.episode.renews(log_p, rules.log_rate, rules.device_policy):
-            superseded = summarise(self.episode, self.device_id, Change.ACCEPTED, t)
-            self.episode.close()
+        policy = rules.device_policy
+        superseded = self.episode.renew(self.device_id, log_p, rules.log_rate, policy, t)
         change = self.episode.step(
-            Onset(t, math.nan), log_p, score, fired, rules.log_rate, rules.device_policy, hold
+            Onset(t, math.nan), log_p, score, fired, rules.log_rate, policy, hold
         )
         self.pending_ms, self.pending, self.pending_hold = None, {}, {}
         return DeviceDecision(

@@ -49,7 +49,8 @@ class EpisodePolicy:
     max_readings: int = 0  # readings after which an episode closes as accepted; 0 = never
     # The departure from the pre-onset level holds an episode at p <= rate ** this.
     departure_hold: float = 0.75
-    # Readings after which fresh onset-level evidence opens a new episode; 0 = never.
+    # Readings after which fresh onset-level evidence opens a new episode; 0 = never. Only a
+    # device's episode renews (``DeviceState``): a series relearns its departure instead.
     renew_after: int = 0
 
     @property
@@ -88,13 +89,16 @@ class Episode:
     channels: set[str] = field(default_factory=set)
     onset: Onset | None = None
 
-    def renews(self, log_p: float, log_rate: float, policy: EpisodePolicy) -> bool:
-        """Whether this decision's evidence is a new departure that replaces the open
-        episode (the caller closes it with ``close`` and then ``step`` opens the new one)."""
-        return self.open and 0 < policy.renew_after <= self.readings and log_p <= log_rate
-
-    def close(self) -> None:
+    def renew(
+        self, key: str, log_p: float, log_rate: float, policy: EpisodePolicy, now_ms: int
+    ) -> EpisodeSummary | None:
+        """When this decision's evidence is a new departure (the episode has lasted
+        ``renew_after`` readings and the evidence reaches the onset's bar again), close the
+        open episode as accepted and return its summary; ``step`` then opens the new one."""
+        if not (self.open and 0 < policy.renew_after <= self.readings and log_p <= log_rate):
+            return None
         self.open = False
+        return summarise(self, key, Change.ACCEPTED, now_ms)
 
     def step(
         self,

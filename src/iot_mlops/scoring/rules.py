@@ -51,11 +51,12 @@ def engine_options(settings: Any) -> dict[str, Any]:
         ),
         "episodes": episodes,
         # A device does not relearn (its series do); it closes after its own run of steps,
-        # and fresh rare evidence after its series have relearnt is a new departure.
+        # and fresh rare evidence once its series have relearnt (regime_relearn_after
+        # readings) is a new departure: the device's episode is renewed then.
         "device_episodes": replace(
             episodes,
             close_after=settings.device_episode_close_after,
             relearn_after=0,
-            renew_after=settings.device_episode_renew_after,
+            renew_after=settings.regime_relearn_after,
         ),
     }

@@ -80,10 +80,7 @@ def retrain(
         window_start=format_ts(int(ts.min().value // 1_000_000)),
         window_end=format_ts(int(ts.max().value // 1_000_000)),
     )  # fmt: skip
-    lineage = _lineage(decision, hours)
-    if drift_psi is not None and math.isfinite(drift_psi):
-        lineage["lineage.drift_psi"] = f"{drift_psi:.4f}"
-    registry.set_version_tags(settings, result.version, lineage)
+    registry.set_version_tags(settings, result.version, _lineage(decision, hours, drift_psi))
     registry.set_alias(settings, CHALLENGER, result.version)
     _decide(settings, decision, result.holdout)
     if decision.promoted:
@@ -92,8 +89,8 @@ def retrain(
     return decision
 
 
-def _lineage(d: RetrainDecision, hours: float) -> dict[str, Any]:
-    return {
+def _lineage(d: RetrainDecision, hours: float, drift_psi: float | None) -> dict[str, Any]:
+    tags = {
         "lineage.trigger": d.trigger,
         "lineage.parent_version": d.production or "none",
         "lineage.window_start": d.window_start,
@@ -102,6 +99,9 @@ def _lineage(d: RetrainDecision, hours: float) -> dict[str, Any]:
         "lineage.rows": d.rows,
         "lineage.code_version": iot_mlops.__version__,
     }
+    if drift_psi is not None and math.isfinite(drift_psi):
+        tags["lineage.drift_psi"] = f"{drift_psi:.4f}"
+    return tags
 
 
 def _decide(settings: Settings, d: RetrainDecision, holdout: list) -> None:

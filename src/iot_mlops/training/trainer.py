@@ -22,7 +22,6 @@ from iot_mlops.errors import IotMlopsError
 from iot_mlops.model import profile
 
 log = logging.getLogger("iot_mlops.trainer")
-DETECTOR_JOB = 'job="anomaly-detector"'
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,7 @@ def due(
 def fleet_psi(prometheus_url: str, window: str = "1h") -> float | None:
     """The largest PSI of any metric over ``window`` (None: Prometheus unreachable, or no
     detector data yet). Unreachable is logged, not raised: the schedule still holds."""
-    query = f"max({profile.psi_promql(DETECTOR_JOB, window)})"
+    query = f"max({profile.psi_promql(profile.DETECTOR_JOB, window)})"
     try:
         r = httpx.get(f"{prometheus_url}/api/v1/query", params={"query": query}, timeout=10)
         r.raise_for_status()

@@ -9,19 +9,19 @@ Read it with ``evaluate DIR --label-column anomaly``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from iot_mlops.errors import ConfigError
+from iot_mlops.evaluation.windows import load_labels
 
 LABEL_COLUMN = "anomaly"
 
 
 def device_files(data_dir: Path, labels_path: Path, out_dir: Path) -> list[Path]:
     """Write ``out_dir/<device>.csv`` for every device folder of ``data_dir``; returns them."""
-    labels = json.loads(Path(labels_path).read_text())
+    labels = load_labels(labels_path)
     devices = sorted(p for p in Path(data_dir).iterdir() if p.is_dir())
     if not devices:
         raise ConfigError(f"{data_dir}: no <device>/<metric>.csv folders to regroup")
@@ -31,8 +31,8 @@ def device_files(data_dir: Path, labels_path: Path, out_dir: Path) -> list[Path]
         frame, ts = _device_frame(dev)
         anomaly = pd.Series(False, index=frame.index)
         for metric in frame.columns:
-            for w in labels.get(f"{dev.name}/{metric}.csv", []):
-                anomaly |= (ts >= pd.Timestamp(w["start"])) & (ts <= pd.Timestamp(w["end"]))
+            for start, end in labels.get(f"{dev.name}/{metric}.csv", []):
+                anomaly |= (ts >= start) & (ts <= end)
         frame[LABEL_COLUMN] = anomaly.astype(int)
         path = out_dir / f"{dev.name}.csv"
         frame.to_csv(path, index_label="timestamp")
