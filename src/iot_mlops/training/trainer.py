@@ -81,8 +81,10 @@ def run(
             try:
                 cycle(trigger, psi)
                 last_ok = clock()
-            except IotMlopsError as e:
+            except IotMlopsError as e:  # ours: the message names the thing and the fix
                 log.error("trainer: %s cycle failed: %s (retry in %gs)", trigger, e, sched.retry_s)
+            except Exception:  # a fit or library error must not end the service either
+                log.exception("trainer: %s cycle failed (retry in %gs)", trigger, sched.retry_s)
             continue
         stop.wait(poll_s)
     return attempts
