@@ -88,6 +88,11 @@ VARIANTS = {
     "residual + stuck": replace(BASE, channels=ChannelConfig(channels=("residual", "stuck"))),
     "no level": replace(BASE, channels=ChannelConfig(channels=("residual", "shift", "stuck"))),
     "no shift": replace(BASE, channels=ChannelConfig(channels=("residual", "level", "stuck"))),
+    "stuck silent on repeating series (before 2026-12-05)": replace(
+        BASE, channels=ChannelConfig(stuck_clustering=0, stuck_max_repeat_rate=0.05)
+    ),
+    "stuck runs x2": replace(BASE, channels=ChannelConfig(stuck_clustering=2)),
+    "stuck runs x5": replace(BASE, channels=ChannelConfig(stuck_clustering=5)),
     "tails not widened (conservative 0)": replace(BASE, channels=ChannelConfig(conservative=0)),
     "tails widened as before (conservative 1)": replace(
         BASE, channels=ChannelConfig(conservative=1)

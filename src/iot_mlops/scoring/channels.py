@@ -14,7 +14,7 @@ channel is calibrated per series on its own, whatever the series' scale, noise o
   where the reference is the series' recent values: a departure the forecast
   has followed (the model sees the new level in its context) or a value outside the range the
   series has shown.
-* ``stuck``: the same value repeated exactly, by a series that normally varies.
+* ``stuck``: the same value repeated exactly, for longer than this series' runs get.
 * ``seasonal``: the mean ``|difference from one season ago|`` over the last w steps, the season
   found in the series' own history (``scoring/season.py``): a level or amplitude that changes
   against a season longer than the model's context.
@@ -55,6 +55,8 @@ class ChannelConfig:
     shift_window: int = 8
     level_window: int = 8
     stuck_after: int = 10
+    stuck_clustering: float = 3.0  # how much longer than geometric a normal run may be
+    stuck_max_repeat_rate: float = 1.0  # silent above this repeat probability (1: never)
     season_max_period: int = 2016  # the longest season looked for, in steps (0 = none)
     season_min_acf: float = 0.3
     season_window: int = 16
@@ -109,35 +111,83 @@ def score_point(
 
 @dataclass
 class Flatline:
-    """A stuck sensor: the same value repeated exactly, by a series that normally varies.
+    """A stuck sensor: the same value repeated for longer than this series' runs get.
 
     Forecast deviations cannot see it (a stuck value is usually a plausible one), so it is a
-    channel of its own: ``after`` exact repeats in a row reach the target rate, and longer runs
-    are rarer still, unless exact repeats are common in this series' normal data (a quantised
-    sensor), tracked as an EWMA."""
+    channel of its own. A run of ``run`` exact repeats reaches the target rate at ``needed``
+    repeats and is rarer the longer it lasts (``log_rate * run / needed``), where ``needed``
+    is the largest of:
+
+    * ``after`` (a series that normally varies: 10 repeats);
+    * what the series' own repeat probability ``r`` (an EWMA over its steps) makes rare,
+      ``clustering`` times over: runs of a quantised or counting sensor are geometric at best
+      (``r ** n``), and real ones cluster (a quiet night), so the bound is loose on purpose;
+    * ``clustering`` times the longest normal run seen lately (decaying by ``memory`` per
+      step), so quiet stretches as long as this series shows are normal.
+
+    Runs that did not reach ``needed`` teach the repeat probability and the longest run. A
+    stuck spell does not (it would teach the rule to accept itself, and a second stuck spell
+    in the same series would pass), nor the run under way when a departure was accepted,
+    until ``recur`` of them have come within the memory: a counter idle every night is
+    flagged on the first nights, then its nights are its normal."""
 
     after: int = 10
-    max_repeat_rate: float = 0.05
+    clustering: float = 3.0
+    max_repeat_rate: float = 1.0  # silent above this (before 2026-12-05: 0.05, no clustering)
+    memory: float = 0.9997  # per step: the longest run is remembered for a few thousand steps
     prev: float | None = None
     run: int = 0
     repeat_rate: float = 0.0
+    recur: float = 3.0  # stuck spells within the memory that make their length normal
+    longest: float = 0.0
+    spells: float = 0.0  # stuck spells lately, and the longest of them (both decaying)
+    spell_longest: float = 0.0
+    accepted: bool = False  # the current run belongs to a departure accepted as normal
+
+    def accept(self) -> None:
+        """The departure is the new normal: silent for a while, and the run now under way
+        (a stuck value, maybe) teaches nothing when it ends."""
+        self.repeat_rate = 1.0
+        self.accepted = True
+
+    def _spell(self) -> None:
+        """A stuck spell ended: once they recur, their length is this series' normal."""
+        self.spells += 1.0
+        self.spell_longest = max(self.spell_longest, float(self.run))
+        if self.spells >= self.recur:
+            self.longest = max(self.longest, self.spell_longest)
+
+    def needed(self, log_rate: float) -> float:
+        """The run length that reaches the target rate (inf: every run is normal here)."""
+        r, c = self.repeat_rate, self.clustering
+        if c > 0 and r >= 1.0:
+            return math.inf
+        geometric = c * log_rate / math.log(r) if c > 0 and r > 0 else 0.0
+        return max(float(self.after), geometric, c * self.longest)
 
     def step(self, value: float, log_rate: float) -> float:
         """Advance by one value; returns the log probability of the current run."""
+        self.longest *= self.memory
+        self.spells *= self.memory
+        self.spell_longest *= self.memory
         if self.prev is not None and value == self.prev:
             self.run += 1
         else:
-            # A run ended: short runs are this series' normal repeat rate; a stuck run is not
-            # learnt from (it would teach the rule to accept itself).
-            if self.run < self.after:
+            if not self.accepted and self.run < self.needed(log_rate):
                 for _ in range(self.run):
                     self.repeat_rate += 0.01 * (1.0 - self.repeat_rate)
+                self.longest = max(self.longest, float(self.run))
+            elif self.run >= self.after:
+                self._spell()
             self.repeat_rate -= 0.01 * self.repeat_rate
             self.run = 0
+            self.accepted = False
         self.prev = value
-        if self.after <= 0 or self.run < self.after or self.repeat_rate > self.max_repeat_rate:
+        needed = self.needed(log_rate)
+        silent = self.repeat_rate > self.max_repeat_rate or not math.isfinite(needed)
+        if self.after <= 0 or self.run < self.after or silent:
             return 0.0
-        return log_rate * self.run / self.after
+        return log_rate * self.run / needed
 
 
 @dataclass(frozen=True)
@@ -182,7 +232,7 @@ class SeriesChannels:
     def __post_init__(self) -> None:
         c = self.config
         self.shift, self.level, self.reference = c.tail(), c.tail(), c.tail()
-        self.flatline = Flatline(after=c.stuck_after)
+        self.flatline = Flatline(c.stuck_after, c.stuck_clustering, c.stuck_max_repeat_rate)
         self.seasonal = c.tail()
         self.season = (
             Season(c.season_max_period, c.season_min_acf, c.season_window)
@@ -300,6 +350,6 @@ class SeriesChannels:
         """The departure is the new normal: forget the old level."""
         self.reference.clear()
         self.level.clear()
-        self.flatline.repeat_rate = 1.0
+        self.flatline.accept()
         if self.season is not None:
             self.season.reset_level()
