@@ -5,7 +5,13 @@ MLflow run."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -18,6 +24,7 @@ from iot_mlops.config import Settings
 from iot_mlops.data import simulate as sim
 from iot_mlops.kafka.topics import create_topics
 from iot_mlops.lifecycle import registry
+from iot_mlops.lifecycle.integrity import DIGEST_TAG
 from iot_mlops.training.retrain import recent_window, retrain
 
 INTERVAL = 60
@@ -128,3 +135,42 @@ def test_trainer_service_runs_a_cycle_and_stops(fleet: Settings, stack_settings:
 def _decisions_or_none(s: Settings) -> list[Any]:
     client = mlflow.MlflowClient(s.mlflow_tracking_uri, s.mlflow_tracking_uri)
     return _decisions(client, s) if client.get_experiment_by_name(s.experiment_name) else []
+
+
+@slow_integration
+def test_a_cycle_killed_after_registering_leaves_aliases_on_complete_versions(
+    fleet: Settings, tmp_path: Path
+) -> None:
+    """SIGKILL `iot-mlops retrain` (a real process) the moment its challenger is registered,
+    before its lineage, digest, alias and decision are written: production must not move,
+    no alias may point at the half-written version, and the next cycle works."""
+    s = isolated(fleet, "kill")
+    first = retrain(s, hours=12)
+    assert first.promoted and registry.resolve_alias(s) == "1"
+    exe = Path(sys.executable).with_name("iot-mlops")
+    log = tmp_path / "retrain.log"
+    proc = subprocess.Popen(
+        [str(exe), "retrain", "--hours", "12"], env={**os.environ, **_env(s)},
+        stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 600
+    while len(registry.list_versions(s)) < 2:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, "no version registered in 600 s"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the process and anything it started
+    proc.wait(timeout=30)
+    client = mlflow.MlflowClient(s.mlflow_tracking_uri, s.mlflow_tracking_uri)
+    orphan = client.get_model_version(s.model_name, "2").tags
+    assert DIGEST_TAG not in orphan or "lineage.trigger" not in orphan, "killed too late"
+    assert registry.resolve_alias(s) == "1"
+    assert registry.resolve_alias(s, "challenger") == "1"  # the first cycle's
+
+    again = retrain(s, hours=12, trigger="retry")
+    assert again.challenger == "3", again
+    for alias in ("production", "challenger"):
+        tags = client.get_model_version(s.model_name, registry.resolve_alias(s, alias)).tags
+        assert DIGEST_TAG in tags and "lineage.trigger" in tags, (alias, tags)
+    assert registry.resolve_alias(s, "challenger") == "3"
+    # The killed cycle logged no decision: the first one and the retry did.
+    assert len(_decisions(client, s)) == 2
