@@ -173,21 +173,27 @@ class Flatline:
         if self.prev is not None and value == self.prev:
             self.run += 1
         else:
-            if not self.accepted and self.run < self.needed(log_rate):
-                for _ in range(self.run):
-                    self.repeat_rate += 0.01 * (1.0 - self.repeat_rate)
-                self.longest = max(self.longest, float(self.run))
-            elif self.run >= self.after:
-                self._spell()
+            if self.run:  # a run ended; a lone value teaches only the repeat rate's decay
+                self._ended(log_rate)
             self.repeat_rate -= 0.01 * self.repeat_rate
             self.run = 0
             self.accepted = False
         self.prev = value
+        # A run shorter than ``after`` is never evidence: skip the logarithm (most readings).
+        if self.after <= 0 or self.run < self.after:
+            return 0.0
         needed = self.needed(log_rate)
-        silent = self.repeat_rate > self.max_repeat_rate or not math.isfinite(needed)
-        if self.after <= 0 or self.run < self.after or silent:
+        if self.repeat_rate > self.max_repeat_rate or not math.isfinite(needed):
             return 0.0
         return log_rate * self.run / needed
+
+    def _ended(self, log_rate: float) -> None:
+        if not self.accepted and self.run < self.needed(log_rate):
+            for _ in range(self.run):
+                self.repeat_rate += 0.01 * (1.0 - self.repeat_rate)
+            self.longest = max(self.longest, float(self.run))
+        elif self.run >= self.after:
+            self._spell()
 
 
 @dataclass(frozen=True)
